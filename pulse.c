@@ -1,0 +1,65 @@
+/* pulse.c: main and the command dispatcher.
+ *
+ * Every command is a function `int cmd_NAME(int argc, char **argv)` that lives in the
+ * module it belongs to and receives the arguments after its name. Exit status:
+ * 0 success, 1 internal failure, 2 bad input or usage (see common.h).
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "common.h"
+#include "tensor.h"
+
+typedef struct Command {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+    const char *help;
+} Command;
+
+static int cmd_bench(int argc, char **argv);
+
+/* COMMANDS: one row per command; modules add their row here. */
+static const Command commands[] = {
+    {"bench", cmd_bench, "bench [kernels|train|eval]   throughput figures"},
+};
+static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
+
+typedef struct Bench {
+    const char *name;
+    int (*fn)(int argc, char **argv);
+} Bench;
+
+/* BENCHES: one row per bench. */
+static const Bench benches[] = {
+    {"kernels", cmd_bench_kernels},
+};
+
+static int cmd_bench(int argc, char **argv) {
+    int nb = (int)(sizeof benches / sizeof benches[0]);
+    if (argc < 1 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
+        printf("usage: pulse bench WHAT [options]   WHAT is one of:");
+        for (int i = 0; i < nb; i++) printf(" %s", benches[i].name);
+        printf("\n");
+        return argc < 1 ? 2 : 0;
+    }
+    for (int i = 0; i < nb; i++)
+        if (strcmp(argv[0], benches[i].name) == 0) return benches[i].fn(argc - 1, argv + 1);
+    die_input(NULL, "bench: unknown bench '%s' (see pulse bench --help)", argv[0]);
+}
+
+static void usage(FILE *f) {
+    fprintf(f, "pulse: the PULSE unlearning protocol on a tiny LLaVA, in C\n\nusage: pulse COMMAND [options]   (pulse COMMAND --help for each)\n\n");
+    for (int i = 0; i < n_commands; i++) fprintf(f, "  %s\n", commands[i].help);
+    fprintf(f, "\nexit status: 0 success, 1 internal failure, 2 bad input or usage\n");
+}
+
+int main(int argc, char **argv) {
+    if (argc < 2) { usage(stderr); return 2; }
+    if (strcmp(argv[1], "--help") == 0 || strcmp(argv[1], "-h") == 0 || strcmp(argv[1], "help") == 0) {
+        usage(stdout);
+        return 0;
+    }
+    for (int i = 0; i < n_commands; i++)
+        if (strcmp(argv[1], commands[i].name) == 0) return commands[i].fn(argc - 2, argv + 2);
+    die_input(NULL, "unknown command '%s' (see pulse --help)", argv[1]);
+}
