@@ -43,16 +43,20 @@ Json *json_new_null(void);
 Json *json_new_bool(int b);
 Json *json_new_number(double x);
 Json *json_new_string(const char *s);
+Json *json_new_stringn(const char *s, size_t len);       /* may hold \0 bytes */
 Json *json_new_array(void);
 Json *json_new_object(void);
 void json_push(Json *arr, Json *item);                    /* takes ownership */
 void json_set(Json *obj, const char *key, Json *value);   /* replaces an existing key */
+void json_add(Json *obj, const char *key, Json *value);   /* appends; key must be new (O(1)) */
 Json *json_get(const Json *obj, const char *key);         /* NULL if absent or not object */
 /* Typed getters with a default when absent; a present value of the wrong type is an
  * input error naming path and key. */
 double json_get_number(const Json *obj, const char *key, double def, const char *path);
 const char *json_get_string(const Json *obj, const char *key, const char *def, const char *path);
 int json_get_bool(const Json *obj, const char *key, int def, const char *path);
+/* An integral number in [lo, hi]; anything else present is an input error. */
+long json_get_int(const Json *obj, const char *key, long def, long lo, long hi, const char *path);
 
 /* Serialises (compact when indent == 0, else pretty with that many spaces). malloc'ed. */
 char *json_dump(const Json *j, int indent);
@@ -60,6 +64,9 @@ char *json_dump(const Json *j, int indent);
 void json_write_string(FILE *f, const char *s);
 /* Shortest decimal that parses back to the same double ("1e-05", "0.1", "3"). */
 void json_format_number(char *buf, size_t n, double x);
+/* Decodes one UTF-8 sequence at s[0..n): returns its length (1-4) and the code point,
+ * or 0 if it is invalid (overlong, surrogate, > U+10FFFF, truncated). */
+int utf8_next(const char *s, size_t n, uint32_t *cp);
 
 /* ----------------------------------------------------------------------------
  * Atomic writes: the file appears complete under its final name or not at all. */
@@ -77,7 +84,8 @@ void write_file_atomic(const char *path, const void *data, size_t n);
 void json_save(const char *path, const Json *j);
 /* Reads a whole file (NUL-terminated); missing or unreadable -> die_input. */
 char *read_file(const char *path, size_t *n);
-int file_exists(const char *path);
+int file_exists(const char *path);                        /* any existing path */
+int dir_exists(const char *path);                         /* an existing directory */
 /* mkdir -p; dies on failure. */
 void make_dirs(const char *path);
 
@@ -119,6 +127,13 @@ void png_write(const char *path, int w, int h, const uint8_t *rgb); /* atomic */
  * and fixed/dynamic Huffman) or binary PPM (P6, maxval 255). Bad file -> die_input. */
 void image_read(const char *path, Image *img);
 void image_free(Image *img);
+/* zlib semantics: start with crc = 0; the result of one call feeds the next. */
 uint32_t crc32_update(uint32_t crc, const uint8_t *p, size_t n);
+uint32_t adler32_update(uint32_t adler, const uint8_t *p, size_t n); /* start with 1 */
+/* Pixel preprocessing (HF CLIPImageProcessor without resize/crop): out[c][y][x] =
+ * (rgb/255 - mean[c]) / std[c], channels first; out holds 3*h*w floats. */
+void image_normalize(const Image *img, const float mean[3], const float std[3], float *out);
+/* FNV-1a 64 of a whole file (for inspect and provenance); missing -> die_input. */
+uint64_t file_hash64(const char *path);
 
 #endif

@@ -7,8 +7,15 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "checkpoint.h"
 #include "common.h"
+#include "data.h"
+#include "eval.h"
+#include "io.h"
+#include "model.h"
 #include "tensor.h"
+#include "tokenizer.h"
+#include "train.h"
 
 typedef struct Command {
     const char *name;
@@ -21,6 +28,15 @@ static int cmd_bench(int argc, char **argv);
 /* COMMANDS: one row per command; modules add their row here. */
 static const Command commands[] = {
     {"bench", cmd_bench, "bench [kernels|train|eval]   throughput figures"},
+    {"data", cmd_data, "data [--preset P] [--seed S] [--raw DIR] --out DIR   write the synthetic world"},
+    {"init", cmd_init, "init --config CONFIG.json --out CKPT [--seed S]   a random checkpoint"},
+    {"score", cmd_score, "score --model CKPT [--adapter DIR] [--image FILE] --prompt TEXT --answer TEXT   per-token log-probs as JSON"},
+    {"generate", cmd_generate, "generate --model CKPT [--adapter DIR] [--image FILE] --prompt TEXT [--max-new N]   greedy answer"},
+    {"pretrain", cmd_pretrain, "pretrain --data DIR --out CKPT [--preset P] [--seed S]   train base_pt"},
+    {"finetune", cmd_finetune, "finetune --data DIR --base CKPT --out CKPT   train base_ft from base_pt"},
+    {"tokenize", cmd_tokenize, "tokenize (--tokenizer FILE | --model CKPT) TEXT...   token ids as JSON"},
+    {"eval", cmd_eval, "eval --data DIR --model CKPT [--adapter DIR] [--sets ...] --out DIR   every metric, results.json"},
+    {"inspect", cmd_inspect, "inspect [--tensors] FILE_OR_DIR...   what a checkpoint/adapter/tokenizer/dataset/image is"},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
 
@@ -32,6 +48,8 @@ typedef struct Bench {
 /* BENCHES: one row per bench. */
 static const Bench benches[] = {
     {"kernels", cmd_bench_kernels},
+    {"train", cmd_bench_train},
+    {"eval", cmd_bench_eval},
 };
 
 static int cmd_bench(int argc, char **argv) {

@@ -111,6 +111,8 @@ Tensor *op_embedding(Tape *tp, Tensor *W, const int *ids, int n, int out_ndim, c
 Tensor *op_concat_rows(Tape *tp, Tensor *a, Tensor *b);
 /* out row i = src row idx[i]; src [N, D] -> [m, D]; an index may repeat (backward adds). */
 Tensor *op_gather_rows(Tape *tp, Tensor *src, const int *idx, int m);
+/* rows [start, start+count) of x viewed as [N, D] -> [count, D] (a copy). */
+Tensor *op_slice_rows(Tape *tp, Tensor *x, int start, int count);
 /* LayerNorm over the last dim with weight and bias [D]. */
 Tensor *op_layernorm(Tape *tp, Tensor *x, Tensor *w, Tensor *b, float eps);
 /* RMSNorm over the last dim: x / sqrt(mean(x^2) + eps) * w  (HF Llama). */
@@ -127,14 +129,17 @@ Tensor *op_rope(Tape *tp, Tensor *x, float theta, int pos0);
  * q [B, T, H, hd], k and v [B, T, Hkv, hd] with H % Hkv == 0 (query head h uses kv head
  * h / (H/Hkv)). causal: key j > query i is masked. key_valid [B*T] (1 = real token,
  * 0 = padding) or NULL: padded keys are masked. A query whose keys are all masked
- * outputs zeros. -> [B, T, H, hd] */
+ * outputs zeros. scale > 0. -> [B, T, H, hd]
+ * KV cache: k and v may have more positions than q (Tk >= Tq, key_valid [B*Tk]); query i
+ * then sits at position Tk - Tq + i, and causal masks keys j > Tk - Tq + i. */
 Tensor *op_attention(Tape *tp, Tensor *q, Tensor *k, Tensor *v, int causal,
                      const uint8_t *key_valid, float scale);
 /* Fused log-softmax + pick: logits [N, V], targets[N] with -1 = ignore ->
  * [N] holding log p(target) (0 where ignored). Backward: g * (onehot - softmax). */
 Tensor *op_token_logprob(Tape *tp, Tensor *logits, const int *targets);
 /* KL(p_ref || p) per row: logits [N, V], ref_logprob [N, V] (log-softmax of the reference,
- * a constant), mask[N] (1 = count, 0 = skip) or NULL -> [N]. */
+ * a constant), mask[N] (1 = count, 0 = skip) or NULL -> [N]. Skipped rows are 0.
+ * ref_logprob is not copied: keep it alive until tape_backward (-INFINITY entries are fine). */
 Tensor *op_kl_ref(Tape *tp, Tensor *logits, const float *ref_logprob, const uint8_t *mask);
 Tensor *op_logsigmoid(Tape *tp, Tensor *x);       /* log sigmoid(x), stable */
 Tensor *op_sum(Tape *tp, Tensor *x);              /* -> [1] */
@@ -160,6 +165,19 @@ void kern_matmul_tn_acc(float *dW, const float *dy, const float *x, int M, int N
 /* out[i] = sum_j a[i] * b[j] dot products etc. are internal; these are the public ones. */
 float kern_dot(const float *a, const float *b, int n);
 void kern_axpy(float *y, float a, const float *x, int n);  /* y += a x */
+
+/* The plain-C reference kernels, same contracts as above (always compiled: the tests
+ * compare the SIMD path against them). */
+void kern_matmul_nt_ref(float *out, const float *x, const float *W, const float *b, int M, int N, int K);
+void kern_matmul_nn_acc_ref(float *dx, const float *dy, const float *W, int M, int N, int K);
+void kern_matmul_tn_acc_ref(float *dW, const float *dy, const float *x, int M, int N, int K);
+float kern_dot_ref(const float *a, const float *b, int n);
+void kern_axpy_ref(float *y, float a, const float *x, int n);
+/* out[i] = exp(x[i]) (SIMD polynomial, <= 2 ulp; exactly 0 below -87.3, so exp(-inf) = 0). */
+void kern_exp(float *out, const float *x, int n);
+/* Tests only: on != 0 routes every kernel and op (attention, softmax rows included) to the
+ * plain-C reference path, to compare a whole forward + backward against the SIMD one. */
+void kern_set_reference(int on);
 
 /* Name of the SIMD path compiled in: "avx512", "avx2", "neon" or "reference". */
 const char *kern_simd_name(void);

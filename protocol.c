@@ -1,0 +1,1150 @@
+/* protocol.c: `pulse run`, the PULSE protocol driver (see protocol.h, docs/protocol.md).
+ *
+ * Design:
+ * - One process runs everything in-process: the world and the tokenizer are loaded once,
+ *   both base models stay in memory, and each cell copies the base weights into one
+ *   scratch model (model_copy_weights) instead of reloading a checkpoint.
+ * - Resumable by content, not by timestamps: every stage has a hash of everything that
+ *   decides its output (protocol version, preset, seed, raw material, the training recipe,
+ *   the unlearning options, the evaluation options, the people, and the hashes of the
+ *   stages it reads). The stage's marker (RUN/state/<stage>.json, RUN/gates.json,
+ *   RUN/celebrities.json, RUN/cells/<id>/cell.json) is written last and holds that hash,
+ *   so a stage is done iff its marker parses and its hash matches; a changed setting
+ *   changes the hash and redoes the stage and everything downstream.
+ * - Every file is written atomically (io.h); training resumes inside a stage too
+ *   (train_run's own OUT.state). The sequential chain keeps the weights of its last
+ *   finished step, so a killed chain continues from there.
+ * - Cells never share mutable state: each starts from a fresh copy of its base model, so
+ *   the order of cells and a resume do not change any number.
+ * - Timings are measured when a stage is computed and stored in its marker; the report
+ *   reads them from there, so a rerun that skips everything writes the same bytes.
+ */
+#include "protocol.h"
+
+#include <dirent.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "checkpoint.h"
+#include "common.h"
+#include "data.h"
+#include "eval.h"
+#include "io.h"
+#include "model.h"
+#include "report.h"
+#include "tokenizer.h"
+#include "train.h"
+#include "unlearn.h"
+
+/* ============================================================================
+ * Hashes of stage inputs: FNV-1a over tagged fields (strings NUL-terminated, numbers by
+ * their bytes), so that "ab"+"c" and "a"+"bc" differ. */
+
+static uint64_t h_str(uint64_t h, const char *s) {
+    if (!s) s = "(null)";
+    return hash64(s, strlen(s) + 1, h);
+}
+static uint64_t h_int(uint64_t h, long long v) { return hash64(&v, sizeof v, h); }
+static uint64_t h_dbl(uint64_t h, double v) { return hash64(&v, sizeof v, h); }
+static uint64_t h_ints(uint64_t h, const int *a, int n) {
+    h = h_int(h, n);
+    return n > 0 ? hash64(a, (size_t)n * sizeof *a, h) : h;
+}
+static void hex16(char buf[17], uint64_t h) { snprintf(buf, 17, "%016llx", (unsigned long long)h); }
+
+/* ============================================================================
+ * Comma lists */
+
+typedef struct List {
+    int n;
+    char *item[32];             /* canonical names, malloc'ed */
+} List;
+
+static int list_has(const List *l, const char *s) {
+    for (int i = 0; i < l->n; i++) if (strcmp(l->item[i], s) == 0) return 1;
+    return 0;
+}
+
+static void list_add(List *l, const char *s) {
+    if (list_has(l, s)) return;
+    CHECK(l->n < 32);
+    l->item[l->n++] = xstrdup(s);
+}
+
+static void list_free(List *l) {
+    for (int i = 0; i < l->n; i++) free(l->item[i]);
+    l->n = 0;
+}
+
+/* Method names, canonicalised through unlearn_method_parse ("klr" -> "ga_klr"). */
+static void parse_methods(List *l, const char *spec, const char *flag) {
+    char *s = xstrdup(spec), *save = NULL;
+    for (char *t = strtok_r(s, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        if (strcmp(t, "all") == 0) {
+            for (int m = 0; m < UL_N_METHODS; m++) list_add(l, unlearn_method_name((UlMethod)m));
+            continue;
+        }
+        int m = unlearn_method_parse(t);
+        if (m < 0) die_input(NULL, "run: --%s: unknown method '%s' (ga, gd, ga_klr, npo, npo_rt, simnpo, idkpo, rmu, all)", flag, t);
+        list_add(l, unlearn_method_name((UlMethod)m));
+    }
+    free(s);
+    if (l->n == 0) die_input(NULL, "run: --%s: empty list", flag);
+}
+
+static const char *const all_settings[] = {"finetuned", "pretrained", "sequential", "params", "forgetdata"};
+
+static void parse_settings(List *l, const char *spec) {
+    char *s = xstrdup(spec), *save = NULL;
+    for (char *t = strtok_r(s, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        int ok = 0;
+        for (int i = 0; i < 5; i++)
+            if (strcmp(t, "all") == 0 || strcmp(t, all_settings[i]) == 0) { list_add(l, all_settings[i]); ok = 1; }
+        if (!ok) die_input(NULL, "run: --settings: unknown setting '%s' (finetuned, pretrained, sequential, params, forgetdata, all)", t);
+    }
+    free(s);
+    if (l->n == 0) die_input(NULL, "run: --settings: empty list");
+}
+
+/* ============================================================================
+ * The run context */
+
+typedef struct Ctx {
+    const char *out;            /* RUN_DIR */
+    const Preset *preset;
+    uint64_t seed;
+    const char *raw;            /* raw material directory (data/) */
+    int quiet;
+    List methods, settings, seq_methods, params_methods;
+    const char *ref_policy;     /* sequential reference: "previous" | "original" */
+    World *w;
+    Tokenizer *tok;
+    Checkpoint *pt, *ft;        /* the base models, loaded once */
+    Model *work;                /* scratch model every cell starts from */
+    uint64_t h_data, h_pt, h_ft, h_celebs, h_oft, h_opt;
+    /* people, as World.people indices */
+    int *forget10, n_forget10, *retain90, n_retain90, *celebs, n_celebs;
+    int *cforget, n_cforget, *cretain, n_cretain;
+    Json *oracle_ft, *oracle_pt; /* oracle results (forget quality, PrivLeak) */
+    uint64_t h_oft_eval, h_opt_eval;
+    Json *plan;                 /* run.json "cells" */
+    int cell_i, cell_n;         /* progress */
+    double t_start;
+} Ctx;
+
+static void say(const Ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void say(const Ctx *c, const char *fmt, ...) {
+    if (c->quiet) return;
+    va_list ap;
+    va_start(ap, fmt);
+    fprintf(stderr, "pulse run: ");
+    vfprintf(stderr, fmt, ap);
+    fprintf(stderr, "\n");
+    va_end(ap);
+}
+
+static char *run_path(const Ctx *c, const char *rel) { return xasprintf("%s/%s", c->out, rel); }
+
+/* A marker file: its JSON if it parses and carries hash h, else NULL. */
+static Json *marker_load(const char *path, uint64_t h) {
+    if (!file_exists(path)) return NULL;
+    size_t n;
+    char *s = read_file(path, &n), err[160], want[17];
+    Json *j = json_parse(s, n, err, sizeof err);
+    free(s);
+    hex16(want, h);
+    const Json *got = json_get(j, "hash");
+    if (!got || got->type != JSON_STRING || strcmp(got->string, want) != 0) { json_free(j); return NULL; }
+    return j;
+}
+
+static int marker_ok(const char *path, uint64_t h) {
+    Json *j = marker_load(path, h);
+    json_free(j);
+    return j != NULL;
+}
+
+/* Writes marker j (taking it) with hash h. */
+static void marker_save(const char *path, Json *j, uint64_t h) {
+    char hx[17];
+    hex16(hx, h);
+    json_set(j, "hash", json_new_string(hx));
+    json_save(path, j);
+    json_free(j);
+}
+
+/* Seconds rounded to milliseconds (markers are read by people too). */
+static Json *secs(double s) { return json_new_number(round(s * 1000) / 1000); }
+
+/* A float option as the short decimal it was written as (2e-05, not 1.9999999e-05). */
+static Json *fnum(float x) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.7g", (double)x);
+    return json_new_number(strtod(buf, NULL));
+}
+
+/* Person IDs (the files' "ID") of a list of person indices. */
+static Json *people_ids(const World *w, const int *p, int n) {
+    Json *a = json_new_array();
+    for (int i = 0; i < n; i++) json_push(a, json_new_number(w->people[p[i]].id));
+    return a;
+}
+
+/* A split's people as a malloc'ed copy. */
+static int *split_people(const World *w, const char *name, int *n) {
+    const Split *s = world_split(w, name);
+    if (!s) die_input(w->dir, "the world has no split '%s'", name);
+    int *p = xmalloc(((size_t)s->n + 1) * sizeof *p);
+    memcpy(p, s->people, (size_t)s->n * sizeof *p);
+    *n = s->n;
+    return p;
+}
+
+/* ============================================================================
+ * Stage 0: the world */
+
+static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
+
+/* Hash of every regular file in the raw-material directory, in name order. */
+static uint64_t raw_hash(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) die_input(dir, "cannot open the raw-material directory (the repository's data/; see --raw)");
+    char *names[512];
+    int n = 0;
+    for (struct dirent *e; (e = readdir(d));) {
+        if (e->d_name[0] == '.') continue;
+        char *p = xasprintf("%s/%s", dir, e->d_name);
+        if (!dir_exists(p) && n < 512) names[n++] = xstrdup(e->d_name);
+        free(p);
+    }
+    closedir(d);
+    qsort(names, (size_t)n, sizeof *names, cmp_str);
+    uint64_t h = HASH64_INIT;
+    for (int i = 0; i < n; i++) {
+        char *p = xasprintf("%s/%s", dir, names[i]);
+        h = h_str(h, names[i]);
+        h = h_int(h, (long long)file_hash64(p));
+        free(p);
+        free(names[i]);
+    }
+    return h;
+}
+
+static void stage_data(Ctx *c) {
+    const Preset *p = c->preset;
+    uint64_t h = h_int(HASH64_INIT, PROTOCOL_VERSION);
+    h = h_str(h, "data");
+    h = h_str(h, p->name);
+    h = h_int(h, p->n_fictitious); h = h_int(h, p->n_celebrity); h = h_int(h, p->celeb_keep);
+    h = h_int(h, p->celeb_forget); h = h_int(h, p->n_holdout); h = h_ints(h, p->n_forget, 3);
+    h = h_int(h, p->n_seq); h = h_int(h, p->n_attrs); h = h_int(h, p->n_scenes_train);
+    h = h_int(h, p->n_genbench_scene); h = h_int(h, p->n_genbench_fact); h = h_int(h, p->vocab_size);
+    h = h_int(h, (long long)c->seed);
+    h = h_int(h, (long long)raw_hash(c->raw));
+    c->h_data = h;
+    char *marker = run_path(c, "state/data.json"), *dir = run_path(c, "data");
+    if (marker_ok(marker, h) && dir_exists(dir)) {
+        say(c, "world: done (%s)", dir);
+    } else {
+        say(c, "world: generating the %s world (seed %llu) into %s", p->name, (unsigned long long)c->seed, dir);
+        double t0 = now_seconds();
+        data_generate(p, c->seed, c->raw, dir);
+        Json *j = json_new_object();
+        json_add(j, "stage", json_new_string("data"));
+        json_add(j, "seconds", secs(now_seconds() - t0));
+        marker_save(marker, j, h);
+        say(c, "world: %.1f s", now_seconds() - t0);
+    }
+    c->w = world_load(dir);
+    char *tp = xasprintf("%s/tokenizer.json", dir);
+    c->tok = tok_load(tp);
+    free(tp);
+    free(marker);
+    free(dir);
+}
+
+/* ============================================================================
+ * Stages 1 and 3: training (base models and oracles) */
+
+/* Trains RUN/<name> unless its marker is current; returns the stage hash, or 0 when the
+ * training test hook stopped it (the caller then stops the run). */
+static uint64_t stage_train(Ctx *c, const char *name, int stage, const char *base, uint64_t h_base,
+                            const int *exclude, int n_exclude) {
+    Recipe r = train_recipe(c->preset->name, stage);
+    uint64_t h = h_int(h_base, PROTOCOL_VERSION);
+    h = h_str(h, name); h = h_int(h, stage); h = h_str(h, base);
+    h = h_dbl(h, r.epochs); h = h_int(h, r.batch); h = h_dbl(h, r.lr); h = h_int(h, r.warmup);
+    h = h_int(h, r.schedule); h = h_dbl(h, r.weight_decay); h = h_dbl(h, r.clip); h = h_int(h, r.mode);
+    h = h_int(h, r.lora_r); h = h_dbl(h, r.lora_alpha); h = h_str(h, r.lora_targets);
+    h = h_int(h, (long long)c->seed);
+    h = h_ints(h, exclude, n_exclude);
+    char *rel = xasprintf("state/%s.json", name), *marker = run_path(c, rel), *dir = run_path(c, name);
+    char *cfg = xasprintf("%s/config.json", dir);
+    if (marker_ok(marker, h) && file_exists(cfg)) {
+        say(c, "%s: done (%s)", name, dir);
+    } else {
+        say(c, "%s: training (%s%s)", name, stage == STAGE_PT ? "pre-training" : "fine-tuning",
+            n_exclude ? ", without the forget people" : "");
+        TrainOpts o = train_opts_default(stage);
+        char *data = run_path(c, "data"), *base_dir = base ? run_path(c, base) : NULL;
+        o.data_dir = data; o.world = c->w; o.base = base_dir; o.out = dir; o.seed = c->seed;
+        o.exclude = exclude; o.n_exclude = n_exclude; o.quiet = c->quiet;
+        double t0 = now_seconds();
+        int rc = train_run(&o);
+        free(data); free(base_dir);
+        if (rc == 3) { say(c, "%s: stopped by PULSE_TRAIN_STOP_AFTER (state saved)", name); h = 0; goto out; }
+        if (rc != 0) die_internal("%s: training failed (status %d)", name, rc);
+        double s = now_seconds() - t0;
+        Json *j = json_new_object();
+        json_add(j, "stage", json_new_string(name));
+        json_add(j, "seconds", secs(s));
+        json_add(j, "excluded_people", people_ids(c->w, exclude, n_exclude));
+        marker_save(marker, j, h);
+        say(c, "%s: %.1f s", name, s);
+    }
+out:
+    free(rel); free(marker); free(dir); free(cfg);
+    return h;
+}
+
+static Checkpoint *load_ckpt(const Ctx *c, const char *name) {
+    char *dir = run_path(c, name);
+    Checkpoint *ck = ckpt_load(dir);
+    free(dir);
+    return ck;
+}
+
+/* ============================================================================
+ * Stage 1b: the gates */
+
+static void stage_gates(Ctx *c) {
+    uint64_t h = h_str(h_int(c->h_ft, (long long)c->h_pt), "gates");
+    char *path = run_path(c, "gates.json");
+    Json *j = marker_load(path, h);
+    if (j) {
+        say(c, "gates: %s (from gates.json)", json_get_bool(j, "all_pass", 0, path) ? "all PASS" : "some FAIL");
+    } else {
+        GateReport g;
+        train_gates(c->pt->model, c->ft->model, c->tok, c->w, &g, c->quiet ? NULL : stderr);
+        j = json_new_object();
+        Json *rows = json_new_array();
+        for (int i = 0; i < g.n; i++) {
+            const GateRow *r = &g.row[i];
+            Json *o = json_new_object();
+            json_add(o, "what", json_new_string(r->what));
+            json_add(o, "scoring", json_new_string(r->scoring == SCORE_LETTER ? "letter" : "likelihood"));
+            json_add(o, "value", json_new_number(r->value));
+            json_add(o, "n", json_new_number(r->n));
+            json_add(o, "threshold", json_new_number(r->threshold));
+            json_add(o, "upper", json_new_bool(r->upper));
+            json_add(o, "pass", json_new_bool(r->pass));
+            json_push(rows, o);
+        }
+        json_add(j, "rows", rows);
+        json_add(j, "all_pass", json_new_bool(g.all_pass));
+        marker_save(path, j, h);
+        /* its time lives with the other stage timings */
+        Json *t = json_new_object();
+        json_add(t, "stage", json_new_string("gates"));
+        json_add(t, "seconds", secs(g.seconds));
+        char *tp = run_path(c, "state/gates.json");
+        marker_save(tp, t, h);
+        free(tp);
+        if (!g.all_pass) say(c, "gates: WARNING: some gates fail; the protocol runs on, the report flags it");
+        j = NULL;
+    }
+    json_free(j);
+    free(path);
+}
+
+/* ============================================================================
+ * Stage 2: which celebrities base_pt knows (PULSE: 153 -> the best 45 -> 20 + 25) */
+
+typedef struct Ranked { int person; double acc; } Ranked;
+
+static int cmp_ranked(const void *a, const void *b) {
+    const Ranked *x = a, *y = b;
+    if (x->acc != y->acc) return x->acc > y->acc ? -1 : 1;
+    return x->person - y->person;       /* ties: world order, so the ranking is total */
+}
+
+static const char *const celeb_rule =
+    "Every celebrity candidate is scored by base_pt on its profile questions (multiple choice, letter rule and "
+    "option likelihood pooled, image+text and text-only pooled). The top K by accuracy are kept (ties: world "
+    "order). Kept rank r (0-based) goes to the forget group iff floor((r+1) F / K) > floor(r F / K), which "
+    "spreads the F forget celebrities evenly over the ranking, so both groups are known equally well.";
+
+static void stage_celebrities(Ctx *c) {
+    const Preset *p = c->preset;
+    int nc;
+    int *cand = split_people(c->w, "celebrity", &nc);
+    int K = p->celeb_keep < nc ? p->celeb_keep : nc, F = p->celeb_forget < K ? p->celeb_forget : K;
+    uint64_t h = h_str(c->h_pt, "celebrities");
+    h = h_int(h, K); h = h_int(h, F); h = h_ints(h, cand, nc);
+    c->h_celebs = h;
+    char *path = run_path(c, "celebrities.json");
+    Json *j = marker_load(path, h);
+    if (!j) {
+        say(c, "celebrities: measuring base_pt on %d candidates", nc);
+        double t0 = now_seconds();
+        double *acc = xcalloc((size_t)nc + 1, sizeof *acc);
+        eval_person_accuracy(c->pt->model, c->tok, c->w, cand, nc, EVAL_MC | EVAL_MC_LIKELIHOOD, 8, acc);
+        Ranked *rk = xcalloc((size_t)nc + 1, sizeof *rk);
+        for (int i = 0; i < nc; i++) rk[i] = (Ranked){cand[i], acc[i]};
+        qsort(rk, (size_t)nc, sizeof *rk, cmp_ranked);
+        j = json_new_object();
+        json_add(j, "rule", json_new_string(celeb_rule));
+        json_add(j, "keep", json_new_number(K));
+        json_add(j, "forget_count", json_new_number(F));
+        Json *all = json_new_array(), *fa = json_new_array(), *ra = json_new_array();
+        for (int r = 0; r < nc; r++) {
+            const Person *pp = &c->w->people[rk[r].person];
+            const char *group = "not kept";
+            if (r < K) {
+                int f = (long)(r + 1) * F / K > (long)r * F / K;
+                group = f ? "forget" : "retain";
+                json_push(f ? fa : ra, json_new_number(pp->id));
+            }
+            Json *o = json_new_object();
+            json_add(o, "rank", json_new_number(r + 1));
+            json_add(o, "id", json_new_number(pp->id));
+            json_add(o, "name", json_new_string(pp->name));
+            json_add(o, "accuracy", json_new_number(round(rk[r].acc * 1000) / 1000));
+            json_add(o, "group", json_new_string(group));
+            json_push(all, o);
+        }
+        json_add(j, "candidates", all);
+        json_add(j, "forget", fa);
+        json_add(j, "retain", ra);
+        double s = now_seconds() - t0;
+        Json *copy = json_new_object();     /* the timing, with the other stages */
+        json_add(copy, "stage", json_new_string("celebrities"));
+        json_add(copy, "seconds", secs(s));
+        char *tp = run_path(c, "state/celebrities.json");
+        marker_save(tp, copy, h);
+        free(tp);
+        char hx[17];
+        hex16(hx, h);
+        json_set(j, "hash", json_new_string(hx));
+        json_save(path, j);
+        free(acc); free(rk);
+        say(c, "celebrities: kept %d of %d, %d to forget (%.1f s)", K, nc, F, s);
+    }
+    /* the two groups, back to person indices */
+    const Json *groups[2] = {json_get(j, "forget"), json_get(j, "retain")};
+    int *out[2], nout[2];
+    for (int g = 0; g < 2; g++) {
+        if (!groups[g] || groups[g]->type != JSON_ARRAY) die_input(path, "\"forget\"/\"retain\" must be arrays");
+        out[g] = xmalloc((groups[g]->len + 1) * sizeof(int));
+        nout[g] = 0;
+        for (size_t i = 0; i < groups[g]->len; i++) {
+            int idx = groups[g]->items[i]->type == JSON_NUMBER ? world_person_index(c->w, (int)groups[g]->items[i]->number) : -1;
+            if (idx < 0) die_input(path, "unknown person ID in the celebrity groups");
+            out[g][nout[g]++] = idx;
+        }
+    }
+    c->cforget = out[0]; c->n_cforget = nout[0];
+    c->cretain = out[1]; c->n_cretain = nout[1];
+    c->celebs = cand; c->n_celebs = nc;
+    json_free(j);
+    free(path);
+}
+
+/* ============================================================================
+ * Evaluation specs and cells */
+
+typedef struct EvalSpec {
+    unsigned sets, tasks;
+    const int *forget; int n_forget;
+    const int *retain; int n_retain;
+    const Json *oracle;         /* NULL: no forget quality / PrivLeak */
+    uint64_t h_oracle;
+    const char *oracle_path;
+} EvalSpec;
+
+/* The evaluation of a setting's cells (full) or of ablation / sequential cells (light). */
+static EvalSpec spec_for(const Ctx *c, const char *setting, int light) {
+    EvalSpec e;
+    memset(&e, 0, sizeof e);
+    int pt = strcmp(setting, "pretrained") == 0;
+    e.forget = pt ? c->cforget : c->forget10; e.n_forget = pt ? c->n_cforget : c->n_forget10;
+    e.retain = pt ? c->cretain : c->retain90; e.n_retain = pt ? c->n_cretain : c->n_retain90;
+    e.sets = EVAL_SETS_ALL;
+    if (pt) e.sets &= ~EVAL_SET_BIT(EVAL_SET_TEST);     /* the test set holds fictitious people only */
+    e.tasks = EVAL_TASKS_ALL;
+    if (light) {
+        e.sets = EVAL_SET_BIT(EVAL_SET_FORGET) | EVAL_SET_BIT(EVAL_SET_RETAIN) | EVAL_SET_BIT(EVAL_SET_GENBENCH) |
+                 EVAL_SET_BIT(EVAL_SET_CELEBRITY);
+        e.tasks = EVAL_TASKS_LIGHT;
+    } else {
+        e.oracle = pt ? c->oracle_pt : c->oracle_ft;
+        e.h_oracle = pt ? c->h_opt_eval : c->h_oft_eval;
+        e.oracle_path = pt ? "oracle_pt" : "oracle_ft";
+    }
+    return e;
+}
+
+static uint64_t spec_hash(uint64_t h, const EvalSpec *e, const Ctx *c) {
+    h = h_str(h, "eval");
+    h = h_int(h, e->sets); h = h_int(h, e->tasks);
+    h = h_ints(h, e->forget, e->n_forget); h = h_ints(h, e->retain, e->n_retain);
+    h = h_ints(h, c->celebs, c->n_celebs); h = h_ints(h, c->cforget, c->n_cforget); h = h_ints(h, c->cretain, c->n_cretain);
+    h = h_int(h, (long long)(e->oracle ? e->h_oracle : 0));
+    h = h_int(h, (long long)c->seed);
+    return h;
+}
+
+static Json *run_eval(Ctx *c, Model *m, const EvalSpec *e, const char *dir, const char *model_rel, double *seconds) {
+    EvalOptions o = eval_options_default();
+    o.sets = e->sets; o.tasks = e->tasks;
+    o.forget = e->forget; o.n_forget = e->n_forget;
+    o.retain = e->retain; o.n_retain = e->n_retain;
+    o.celebrity = c->celebs; o.n_celebrity = c->n_celebs;
+    o.celeb_forget = c->cforget; o.n_celeb_forget = c->n_cforget;
+    o.celeb_retain = c->cretain; o.n_celeb_retain = c->n_cretain;
+    o.seed = c->seed;
+    o.oracle = e->oracle;
+    char *op = e->oracle_path ? run_path(c, e->oracle_path) : NULL, *mp = run_path(c, model_rel);
+    o.oracle_path = op;
+    o.model_path = mp;
+    o.out_dir = dir;
+    o.quiet = 1;
+    double t0 = now_seconds();
+    make_dirs(dir);
+    Json *res = eval_run(m, c->tok, c->w, &o, NULL);
+    *seconds = now_seconds() - t0;
+    free(op); free(mp);
+    return res;
+}
+
+/* 1 if RUN/<rel>/cell.json is current for hash h and its results.json parses (a cell
+ * that diverged has no results and is done too). */
+static int cell_done(const Ctx *c, const char *rel, uint64_t h) {
+    char *mp = xasprintf("%s/%s/cell.json", c->out, rel);
+    Json *m = marker_load(mp, h);
+    free(mp);
+    if (!m) return 0;
+    int ok = 1;
+    if (strcmp(json_get_string(m, "status", "ok", NULL), "ok") == 0) {
+        char *rp = xasprintf("%s/%s/results.json", c->out, rel);
+        ok = 0;
+        if (file_exists(rp)) {
+            size_t n;
+            char *s = read_file(rp, &n), err[160];
+            Json *r = json_parse(s, n, err, sizeof err);
+            ok = r != NULL;
+            json_free(r);
+            free(s);
+        }
+        free(rp);
+    }
+    json_free(m);
+    return ok;
+}
+
+static Json *load_results(const Ctx *c, const char *rel) {
+    char *p = xasprintf("%s/%s/results.json", c->out, rel);
+    Json *j = json_load(p);
+    free(p);
+    return j;
+}
+
+/* Accuracy at sets.<set>.<task>.all (NaN if absent), for progress lines. */
+static double acc_of(const Json *res, const char *set, const char *task) {
+    const Json *v = json_get(json_get(json_get(json_get(res, "sets"), set), task), "all");
+    if (v && v->type == JSON_OBJECT) v = json_get(v, "value");
+    return v && v->type == JSON_NUMBER ? v->number : NAN;
+}
+
+static void progress_line(Ctx *c, const char *id, const char *what, const Json *res) {
+    c->cell_i++;
+    if (c->quiet) return;
+    fprintf(stderr, "pulse run: [%2d/%d] %-28s %s", c->cell_i, c->cell_n, id, what);
+    if (res)
+        fprintf(stderr, "  forget %.1f retain %.1f genbench %.1f", acc_of(res, "forget", "mc"), acc_of(res, "retain", "mc"),
+                acc_of(res, "genbench", "mc"));
+    fprintf(stderr, "\n");
+}
+
+/* The cell marker's common fields. */
+static Json *cell_json(const char *id, const char *kind, const char *setting, const char *method, const char *params, int step) {
+    Json *j = json_new_object();
+    json_add(j, "id", json_new_string(id));
+    json_add(j, "kind", json_new_string(kind));
+    json_add(j, "setting", json_new_string(setting));
+    json_add(j, "method", json_new_string(method));
+    json_add(j, "params", json_new_string(params));
+    json_add(j, "step", step >= 0 ? json_new_number(step) : json_new_null());
+    return j;
+}
+
+/* A "before" or "oracle" cell: evaluates a checkpoint as it is. m may be NULL: then the
+ * checkpoint RUN/<model_rel> is loaded only if the cell must be computed. Returns the
+ * results (owned by the caller). */
+static Json *cell_plain(Ctx *c, const char *id, const char *kind, const char *setting, Model *m, const char *model_rel,
+                        uint64_t h_model, const EvalSpec *e, uint64_t *h_out) {
+    char *rel = xasprintf("cells/%s", id), *dir = run_path(c, rel);
+    uint64_t h = spec_hash(h_str(h_model, kind), e, c);
+    if (h_out) *h_out = h;
+    Json *res;
+    if (cell_done(c, rel, h)) {
+        res = load_results(c, rel);
+        progress_line(c, id, "done", res);
+    } else {
+        Checkpoint *ck = m ? NULL : load_ckpt(c, model_rel);
+        double se;
+        res = run_eval(c, m ? m : ck->model, e, dir, model_rel, &se);
+        if (ck) ckpt_free(ck);
+        Json *j = cell_json(id, kind, setting, kind, "llm", -1);
+        json_add(j, "status", json_new_string("ok"));
+        json_add(j, "model", json_new_string(model_rel));
+        json_add(j, "seconds_eval", secs(se));
+        char *mp = xasprintf("%s/cell.json", dir);
+        marker_save(mp, j, h);
+        free(mp);
+        char what[64];
+        snprintf(what, sizeof what, "eval %.1f s", se);
+        progress_line(c, id, what, res);
+    }
+    free(rel); free(dir);
+    return res;
+}
+
+/* The unlearning options of a cell as JSON (cell.json "opts"), and their hash. */
+static Json *opts_json(const UnlearnOpts *o) {
+    Json *j = json_new_object();
+    json_add(j, "method", json_new_string(unlearn_method_name(o->method)));
+    json_add(j, "setting", json_new_string(unlearn_setting_name(o->setting)));
+    json_add(j, "forget_data", json_new_string(o->forget_data == UL_FD_ALL ? "all" : o->forget_data == UL_FD_QA ? "qa" : "default"));
+    json_add(j, "params", json_new_string(unlearn_params_name(o->params)));
+    json_add(j, "lora_r", json_new_number(o->lora_r));
+    json_add(j, "lora_alpha", fnum(o->lora_alpha));
+    json_add(j, "lora_dropout", fnum(o->lora_dropout));
+    json_add(j, "lr", fnum(o->lr));
+    json_add(j, "epochs", json_new_number(o->epochs));
+    json_add(j, "steps_requested", json_new_number((double)o->steps));
+    json_add(j, "batch", json_new_number(o->batch));
+    json_add(j, "schedule", json_new_string(o->schedule == LR_CONSTANT ? "constant" : o->schedule == LR_LINEAR ? "linear" : "cosine"));
+    json_add(j, "warmup", json_new_number((double)o->warmup));
+    json_add(j, "weight_decay", fnum(o->weight_decay));
+    json_add(j, "clip", fnum(o->clip));
+    json_add(j, "beta", fnum(o->beta));
+    json_add(j, "alpha", fnum(o->alpha));
+    json_add(j, "gamma", fnum(o->gamma));
+    json_add(j, "delta", fnum(o->delta));
+    json_add(j, "rmu_layer", json_new_number(o->rmu_layer));
+    json_add(j, "rmu_scale", fnum(o->rmu_scale));
+    json_add(j, "variant", json_new_string(o->variant == UL_VARIANT_MLLMU ? "mllmu" : "ou"));
+    json_add(j, "kl_mask", json_new_string(o->kl_mask == UL_KL_ANSWER ? "answer" : "valid"));
+    json_add(j, "fixed_render", json_new_bool(o->fixed_render));
+    json_add(j, "augment", json_new_bool(o->augment));
+    json_add(j, "seed", json_new_number((double)o->seed));
+    json_add(j, "ref_policy", json_new_string(o->ref_policy ? o->ref_policy : "previous"));
+    return j;
+}
+
+static uint64_t opts_hash(uint64_t h, const UnlearnOpts *o) {
+    /* the JSON form holds every option that changes the result, people aside */
+    Json *j = opts_json(o);
+    char *s = json_dump(j, 0);
+    h = h_str(h, s);
+    free(s);
+    json_free(j);
+    h = h_ints(h, o->forget, o->n_forget);
+    return h_ints(h, o->retain, o->n_retain);
+}
+
+static UnlearnOpts cell_opts(const Ctx *c, const char *method, UlSetting setting, UlParams params) {
+    UnlearnOpts o = unlearn_opts_default((UlMethod)unlearn_method_parse(method), setting);
+    o.params = params;
+    o.seed = c->seed;
+    o.quiet = 1;
+    o.merge = 1;
+    if (setting == UL_PRETRAINED) {
+        o.forget = c->cforget; o.n_forget = c->n_cforget; o.retain = c->cretain; o.n_retain = c->n_cretain;
+    } else {
+        o.forget = c->forget10; o.n_forget = c->n_forget10; o.retain = c->retain90; o.n_retain = c->n_retain90;
+    }
+    return o;
+}
+
+/* Writes unlearn.json and the marker of a finished unlearning cell. */
+static void cell_finish(const Ctx *c, const char *dir, Json *j, const UnlearnResult *r, double su, double se, uint64_t h) {
+    json_add(j, "status", json_new_string(r->status == UL_OK ? "ok" : "diverged"));
+    json_add(j, "message", json_new_string(r->message));
+    json_add(j, "steps", json_new_number((double)r->steps));
+    json_add(j, "steps_planned", json_new_number((double)r->steps_planned));
+    json_add(j, "seconds_unlearn", secs(su));
+    json_add(j, "seconds_eval", secs(se));
+    make_dirs(dir);
+    if (r->json) {
+        char *up = xasprintf("%s/unlearn.json", dir);
+        json_save(up, r->json);
+        free(up);
+    }
+    char *mp = xasprintf("%s/cell.json", dir);
+    marker_save(mp, j, h);
+    free(mp);
+    (void)c;
+}
+
+/* One unlearning operation from `base` (hash h_base) and its evaluation. */
+static void cell_unlearn(Ctx *c, const char *id, const char *setting, Model *base, const char *base_rel, uint64_t h_base,
+                         UnlearnOpts *uo, const EvalSpec *e) {
+    char *rel = xasprintf("cells/%s", id), *dir = run_path(c, rel);
+    uint64_t h = spec_hash(opts_hash(h_str(h_base, "unlearn"), uo), e, c);
+    if (cell_done(c, rel, h)) {
+        Json *res = NULL;
+        char *rp = xasprintf("%s/results.json", dir);
+        if (file_exists(rp)) res = json_load(rp);
+        free(rp);
+        progress_line(c, id, "done", res);
+        json_free(res);
+        free(rel); free(dir);
+        return;
+    }
+    model_copy_weights(c->work, base);
+    UnlearnResult r;
+    double t0 = now_seconds();
+    unlearn_run(c->w, c->tok, c->work, NULL, uo, &r);
+    double su = now_seconds() - t0, se = 0;
+    Json *res = NULL;
+    if (r.status == UL_OK) res = run_eval(c, c->work, e, dir, base_rel, &se);
+    Json *j = cell_json(id, "unlearn", setting, unlearn_method_name(uo->method), unlearn_params_name(uo->params), -1);
+    json_add(j, "opts", opts_json(uo));
+    json_add(j, "forget_people", people_ids(c->w, uo->forget, uo->n_forget));
+    json_add(j, "model", json_new_string(base_rel));
+    cell_finish(c, dir, j, &r, su, se, h);
+    char what[128];
+    if (r.status == UL_OK) snprintf(what, sizeof what, "unlearn %5.1f s (%ld steps)  eval %5.1f s", su, r.steps, se);
+    else snprintf(what, sizeof what, "DIVERGED after %.1f s: %s", su, r.message);
+    progress_line(c, id, what, res);
+    json_free(res);
+    unlearn_result_free(&r);
+    free(rel); free(dir);
+}
+
+/* ============================================================================
+ * The sequential setting: forget_10's groups one after another */
+
+typedef struct SeqStep {
+    int *group, n_group;        /* this step's people */
+    int *cum, n_cum;            /* every group so far */
+    uint64_t h_model;           /* hash of the model after this step */
+    uint64_t h_cell;            /* hash of the step's cell (model + evaluations) */
+} SeqStep;
+
+static void seq_opts(const Ctx *c, const char *method, const SeqStep *s, UnlearnOpts *o) {
+    *o = cell_opts(c, method, UL_FINETUNED, UL_PARAMS_LLM);
+    o->forget = s->group; o->n_forget = s->n_group;
+    o->ref_policy = c->ref_policy;
+}
+
+static void run_sequential(Ctx *c, const char *method) {
+    int S = c->preset->n_seq;
+    SeqStep *st = xcalloc((size_t)S + 1, sizeof *st);
+    int *cum = xmalloc(((size_t)c->n_forget10 + 1) * sizeof *cum), ncum = 0;
+    uint64_t h = h_str(h_str(c->h_ft, "sequential"), c->ref_policy);
+    for (int k = 1; k <= S; k++) {
+        char name[32];
+        snprintf(name, sizeof name, "seq_%d", k);
+        SeqStep *s = &st[k];
+        s->group = split_people(c->w, name, &s->n_group);
+        for (int i = 0; i < s->n_group; i++) cum[ncum++] = s->group[i];
+        s->cum = xmalloc(((size_t)ncum + 1) * sizeof *s->cum);
+        memcpy(s->cum, cum, (size_t)ncum * sizeof *cum);
+        s->n_cum = ncum;
+        UnlearnOpts o;
+        seq_opts(c, method, s, &o);
+        h = opts_hash(h_int(h, k), &o);
+        s->h_model = h;
+    }
+    char *base = xasprintf("cells/sequential-%s", method), *bdir = run_path(c, base);
+    char *wpath = xasprintf("%s/model.safetensors", bdir), *wmark = xasprintf("%s/model.json", bdir);
+    int at = -1;                /* the step c->work holds, -1: unknown */
+    Model *ref = strcmp(c->ref_policy, "original") == 0 ? c->ft->model : NULL;
+    for (int k = 1; k <= S; k++) {
+        SeqStep *s = &st[k];
+        char id[96], rel[160], crel[176];
+        snprintf(id, sizeof id, "sequential-%s-step%d", method, k);
+        snprintf(rel, sizeof rel, "%s/step%d", base, k);
+        snprintf(crel, sizeof crel, "%s/current", rel);
+        EvalSpec cumspec = spec_for(c, "finetuned", 1), curspec = spec_for(c, "finetuned", 1);
+        cumspec.sets &= ~EVAL_SET_BIT(EVAL_SET_CELEBRITY);
+        cumspec.forget = s->cum; cumspec.n_forget = s->n_cum;
+        curspec.sets = EVAL_SET_BIT(EVAL_SET_FORGET);
+        curspec.forget = s->group; curspec.n_forget = s->n_group;
+        uint64_t hc = spec_hash(spec_hash(s->h_model, &cumspec, c), &curspec, c);
+        if (cell_done(c, rel, hc)) {
+            char *rp = xasprintf("%s/%s/results.json", c->out, rel);
+            Json *res = json_load(rp);
+            free(rp);
+            progress_line(c, id, "done", res);
+            json_free(res);
+            continue;
+        }
+        /* bring c->work to the model after step k-1 */
+        if (at != k - 1) {
+            Json *wm = k > 1 ? marker_load(wmark, st[k - 1].h_model) : NULL;
+            if (k == 1) {
+                model_copy_weights(c->work, c->ft->model);
+            } else if (wm && file_exists(wpath)) {
+                model_load_weights(c->work, wpath);
+                say(c, "%s: resuming after step %d (saved weights)", base, k - 1);
+            } else {
+                say(c, "%s: replaying steps 1-%d (no saved weights)", base, k - 1);
+                model_copy_weights(c->work, c->ft->model);
+                for (int j = 1; j < k; j++) {
+                    UnlearnOpts o;
+                    seq_opts(c, method, &st[j], &o);
+                    UnlearnResult r;
+                    unlearn_run(c->w, c->tok, c->work, ref, &o, &r);
+                    unlearn_result_free(&r);
+                }
+            }
+            json_free(wm);
+        }
+        UnlearnOpts o;
+        seq_opts(c, method, s, &o);
+        UnlearnResult r;
+        double t0 = now_seconds();
+        unlearn_run(c->w, c->tok, c->work, ref, &o, &r);
+        double su = now_seconds() - t0, se = 0, se2 = 0;
+        at = k;
+        char *dir = run_path(c, rel), *cdir = run_path(c, crel);
+        Json *res = NULL;
+        if (r.status == UL_OK) {
+            res = run_eval(c, c->work, &cumspec, dir, "base_ft", &se);
+            Json *res2 = run_eval(c, c->work, &curspec, cdir, "base_ft", &se2);
+            json_free(res2);
+        }
+        /* the weights after this step, for a resume of the chain (before the step's marker) */
+        make_dirs(bdir);
+        model_save_weights(wpath, c->work);
+        Json *wm = json_new_object();
+        json_add(wm, "step", json_new_number(k));
+        marker_save(wmark, wm, s->h_model);
+        Json *j = cell_json(id, "step", "sequential", method, "llm", k);
+        json_add(j, "opts", opts_json(&o));
+        json_add(j, "forget_people", people_ids(c->w, s->group, s->n_group));
+        json_add(j, "forgotten_so_far", people_ids(c->w, s->cum, s->n_cum));
+        json_add(j, "model", json_new_string("base_ft"));
+        cell_finish(c, dir, j, &r, su, se + se2, hc);
+        char what[128];
+        if (r.status == UL_OK) snprintf(what, sizeof what, "unlearn %5.1f s (%ld steps)  eval %5.1f s", su, r.steps, se + se2);
+        else snprintf(what, sizeof what, "DIVERGED after %.1f s: %s", su, r.message);
+        progress_line(c, id, what, res);
+        json_free(res);
+        unlearn_result_free(&r);
+        free(dir); free(cdir);
+    }
+    for (int k = 1; k <= S; k++) { free(st[k].group); free(st[k].cum); }
+    free(st); free(cum); free(base); free(bdir); free(wpath); free(wmark);
+}
+
+/* ============================================================================
+ * The plan (run.json) */
+
+static void plan_add(Ctx *c, const char *id, const char *kind, const char *setting, const char *method, const char *params,
+                     int step, const char *dir, const char *current) {
+    for (size_t i = 0; i < c->plan->len; i++)
+        if (strcmp(json_get_string(c->plan->items[i], "id", "", NULL), id) == 0) return;
+    Json *o = json_new_object();
+    json_add(o, "id", json_new_string(id));
+    json_add(o, "kind", json_new_string(kind));
+    json_add(o, "setting", json_new_string(setting));
+    json_add(o, "method", json_new_string(method));
+    json_add(o, "params", json_new_string(params));
+    json_add(o, "step", json_new_number(step));
+    json_add(o, "dir", json_new_string(dir));
+    if (current) json_add(o, "current_dir", json_new_string(current));
+    json_push(c->plan, o);
+}
+
+static int want(const Ctx *c, const char *s) { return list_has(&c->settings, s); }
+static int need_ft(const Ctx *c) { return want(c, "finetuned") || want(c, "sequential") || want(c, "params"); }
+static int need_pt(const Ctx *c) { return want(c, "pretrained") || want(c, "params") || want(c, "forgetdata"); }
+
+static void build_plan(Ctx *c) {
+    c->plan = json_new_array();
+    char id[96], dir[160], cur[200];
+    if (need_ft(c)) {
+        plan_add(c, "finetuned-oracle", "oracle", "finetuned", "oracle", "llm", -1, "cells/finetuned-oracle", NULL);
+        plan_add(c, "finetuned-before", "before", "finetuned", "before", "llm", -1, "cells/finetuned-before", NULL);
+    }
+    if (need_pt(c)) {
+        plan_add(c, "pretrained-oracle", "oracle", "pretrained", "oracle", "llm", -1, "cells/pretrained-oracle", NULL);
+        plan_add(c, "pretrained-before", "before", "pretrained", "before", "llm", -1, "cells/pretrained-before", NULL);
+    }
+    static const char *const sets2[2] = {"finetuned", "pretrained"};
+    for (int s = 0; s < 2; s++)
+        if (want(c, sets2[s]))
+            for (int i = 0; i < c->methods.n; i++) {
+                snprintf(id, sizeof id, "%s-%s", sets2[s], c->methods.item[i]);
+                snprintf(dir, sizeof dir, "cells/%s", id);
+                plan_add(c, id, "unlearn", sets2[s], c->methods.item[i], "llm", -1, dir, NULL);
+            }
+    if (want(c, "sequential"))
+        for (int i = 0; i < c->seq_methods.n; i++)
+            for (int k = 1; k <= c->preset->n_seq; k++) {
+                snprintf(id, sizeof id, "sequential-%s-step%d", c->seq_methods.item[i], k);
+                snprintf(dir, sizeof dir, "cells/sequential-%s/step%d", c->seq_methods.item[i], k);
+                snprintf(cur, sizeof cur, "%s/current", dir);
+                plan_add(c, id, "step", "sequential", c->seq_methods.item[i], "llm", k, dir, cur);
+            }
+    if (want(c, "params"))
+        for (int s = 0; s < 2; s++)
+            for (int i = 0; i < c->params_methods.n; i++)
+                for (int p = 0; p < 2; p++) {
+                    snprintf(id, sizeof id, "%s-%s%s", sets2[s], c->params_methods.item[i], p ? "-projllm" : "");
+                    snprintf(dir, sizeof dir, "cells/%s", id);
+                    plan_add(c, id, "unlearn", sets2[s], c->params_methods.item[i], p ? "proj+llm" : "llm", -1, dir, NULL);
+                }
+    if (want(c, "forgetdata"))
+        for (int i = 0; i < c->params_methods.n; i++)
+            for (int p = 0; p < 2; p++) {
+                snprintf(id, sizeof id, "pretrained-%s%s", c->params_methods.item[i], p ? "-alldata" : "");
+                snprintf(dir, sizeof dir, "cells/%s", id);
+                plan_add(c, id, "unlearn", "pretrained", c->params_methods.item[i], "llm", -1, dir, NULL);
+            }
+    c->cell_n = (int)c->plan->len;
+}
+
+static Json *list_json(const List *l) {
+    Json *a = json_new_array();
+    for (int i = 0; i < l->n; i++) json_push(a, json_new_string(l->item[i]));
+    return a;
+}
+
+static void write_run_json(Ctx *c) {
+    Json *j = json_new_object();
+    char fp[17];
+    hex16(fp, c->w->fingerprint);
+    json_add(j, "format", json_new_string("pulse-run/1"));
+    json_add(j, "preset", json_new_string(c->preset->name));
+    json_add(j, "seed", json_new_number((double)c->seed));
+    json_add(j, "world_fingerprint", json_new_string(fp));
+    json_add(j, "protocol_version", json_new_number(PROTOCOL_VERSION));
+#ifdef __VERSION__
+    json_add(j, "compiler", json_new_string(__VERSION__));
+#endif
+#ifdef PULSE_NO_SIMD
+    json_add(j, "simd", json_new_bool(0));
+#else
+    json_add(j, "simd", json_new_bool(1));
+#endif
+#ifdef _OPENMP
+    json_add(j, "openmp", json_new_bool(1));
+#else
+    json_add(j, "openmp", json_new_bool(0));
+#endif
+    json_add(j, "settings", list_json(&c->settings));
+    json_add(j, "methods", list_json(&c->methods));
+    json_add(j, "seq_methods", list_json(&c->seq_methods));
+    json_add(j, "params_methods", list_json(&c->params_methods));
+    json_add(j, "ref_policy", json_new_string(c->ref_policy));
+    Json *sz = json_new_object();
+    const Preset *p = c->preset;
+    json_add(sz, "n_fictitious", json_new_number(p->n_fictitious));
+    json_add(sz, "n_celebrity", json_new_number(p->n_celebrity));
+    json_add(sz, "celeb_keep", json_new_number(p->celeb_keep));
+    json_add(sz, "celeb_forget", json_new_number(p->celeb_forget));
+    json_add(sz, "n_holdout", json_new_number(p->n_holdout));
+    json_add(sz, "forget_10", json_new_number(c->n_forget10));
+    json_add(sz, "retain_90", json_new_number(c->n_retain90));
+    json_add(sz, "n_seq", json_new_number(p->n_seq));
+    json_add(j, "sizes", sz);
+    /* the command that reproduces this run */
+    Text cmd = {0};
+    text_printf(&cmd, "pulse run --preset %s --seed %llu --out %s", p->name, (unsigned long long)c->seed, c->out);
+    const List *ls[4] = {&c->settings, &c->methods, &c->seq_methods, &c->params_methods};
+    const char *fl[4] = {"settings", "methods", "seq-methods", "params-methods"};
+    for (int k = 0; k < 4; k++) {
+        text_printf(&cmd, " --%s ", fl[k]);
+        for (int i = 0; i < ls[k]->n; i++) text_printf(&cmd, "%s%s", i ? "," : "", ls[k]->item[i]);
+    }
+    text_printf(&cmd, " --ref-policy %s", c->ref_policy);
+    json_add(j, "command", json_new_string(text_str(&cmd)));
+    text_free(&cmd);
+    json_add(j, "cells", c->plan);
+    char *path = run_path(c, "run.json");
+    json_save(path, j);
+    free(path);
+    c->plan = NULL;             /* owned by j now */
+    json_free(j);
+}
+
+/* ============================================================================
+ * pulse run */
+
+static void usage(FILE *f) {
+    fprintf(f,
+        "usage: pulse run [--preset tiny|small|paper] [--seed S] [--out RUN_DIR] [options]\n\n"
+        "Runs the whole PULSE protocol and writes RUN_DIR/report.md (default: --preset small\n"
+        "--out runs/<preset>). Resumable: rerunning the same command skips every stage whose\n"
+        "output exists with the same inputs; a changed option redoes what it affects.\n\n"
+        "options:\n"
+        "  --preset P            world and recipe size: tiny (tests, < 1 min), small (default), paper\n"
+        "  --seed S              world, training, unlearning and evaluation seed (default 1)\n"
+        "  --out DIR             run directory (default runs/<preset>)\n"
+        "  --methods LIST        unlearning methods (default all: ga,gd,ga_klr,npo,npo_rt,simnpo,idkpo,rmu)\n"
+        "  --settings LIST       finetuned,pretrained,sequential,params (default), forgetdata, all\n"
+        "  --seq-methods LIST    methods of the sequential setting (default ga,ga_klr,npo: the paper's)\n"
+        "  --params-methods LIST methods of the params and forgetdata ablations (default ga,ga_klr,npo)\n"
+        "  --ref-policy P        sequential reference model: previous (the model before each step,\n"
+        "                        default) or original (base_ft)\n"
+        "  --jobs N              threads for the kernels (OpenMP; results do not depend on it)\n"
+        "  --raw DIR             raw material of the world (default data)\n"
+        "  --quiet               no progress lines\n"
+        "Stages and files: docs/protocol.md; how to read the report: docs/report.md.\n");
+}
+
+int cmd_run(int argc, char **argv) {
+    Args a;
+    args_init(&a, "run", argc, argv);
+    if (args_help(&a)) { usage(stdout); args_free(&a); return 0; }
+    Ctx c;
+    memset(&c, 0, sizeof c);
+    c.t_start = now_seconds();
+    const char *preset = args_str(&a, "preset", "small");
+    c.seed = (uint64_t)args_long(&a, "seed", 1, 0, 0x7fffffffffffffffL);
+    const char *out = args_str(&a, "out", NULL);
+    const char *methods = args_str(&a, "methods", "all");
+    const char *settings = args_str(&a, "settings", "finetuned,pretrained,sequential,params");
+    const char *seqm = args_str(&a, "seq-methods", "ga,ga_klr,npo");
+    const char *pm = args_str(&a, "params-methods", "ga,ga_klr,npo");
+    c.ref_policy = args_str(&a, "ref-policy", "previous");
+    long jobs = args_long(&a, "jobs", 0, 0, 4096);
+    c.raw = args_str(&a, "raw", "data");
+    c.quiet = args_flag(&a, "quiet");
+    int n_pos;
+    char **pos = args_positional(&a, &n_pos);
+    if (n_pos) die_input(NULL, "run: unexpected argument '%s' (see pulse run --help)", pos[0]);
+    free(pos);
+    args_done(&a);
+    c.preset = preset_find(preset);
+    if (!c.preset) die_input(NULL, "run: --preset: unknown preset '%s' (tiny, small, paper)", preset);
+    if (strcmp(c.ref_policy, "previous") != 0 && strcmp(c.ref_policy, "original") != 0)
+        die_input(NULL, "run: --ref-policy must be previous or original, not '%s'", c.ref_policy);
+    parse_methods(&c.methods, methods, "methods");
+    parse_settings(&c.settings, settings);
+    parse_methods(&c.seq_methods, seqm, "seq-methods");
+    parse_methods(&c.params_methods, pm, "params-methods");
+    char *out_default = xasprintf("runs/%s", c.preset->name);
+    c.out = out ? out : out_default;
+#ifdef _OPENMP
+    if (jobs > 0) omp_set_num_threads((int)jobs);
+#else
+    (void)jobs;
+#endif
+    make_dirs(c.out);
+    char *sd = run_path(&c, "state");
+    make_dirs(sd);
+    free(sd);
+    say(&c, "%s preset, seed %llu, into %s", c.preset->name, (unsigned long long)c.seed, c.out);
+
+    /* 0: the world */
+    stage_data(&c);
+    c.forget10 = split_people(c.w, "forget_10", &c.n_forget10);
+    c.retain90 = split_people(c.w, "retain_90", &c.n_retain90);
+
+    /* 1: the base models */
+    int rc = 0;
+    if (!(c.h_pt = stage_train(&c, "base_pt", STAGE_PT, NULL, c.h_data, NULL, 0))) { rc = 3; goto done; }
+    if (!(c.h_ft = stage_train(&c, "base_ft", STAGE_FT, "base_pt", c.h_pt, NULL, 0))) { rc = 3; goto done; }
+    c.pt = load_ckpt(&c, "base_pt");
+    c.ft = load_ckpt(&c, "base_ft");
+    stage_gates(&c);
+
+    /* 2: the celebrities base_pt knows */
+    stage_celebrities(&c);
+
+    /* 3: the oracles */
+    if (need_ft(&c) && !(c.h_oft = stage_train(&c, "oracle_ft", STAGE_FT, "base_pt", c.h_pt, c.forget10, c.n_forget10))) {
+        rc = 3; goto done;
+    }
+    if (need_pt(&c) && !(c.h_opt = stage_train(&c, "oracle_pt", STAGE_PT, NULL, c.h_celebs, c.cforget, c.n_cforget))) {
+        rc = 3; goto done;
+    }
+    build_plan(&c);
+    write_run_json(&c);
+
+    /* 4: the cells. Oracles first: their results feed forget quality and PrivLeak. */
+    c.work = model_clone(c.ft->model);
+    if (need_ft(&c)) {
+        EvalSpec e = spec_for(&c, "finetuned", 0);
+        e.oracle = NULL;
+        c.oracle_ft = cell_plain(&c, "finetuned-oracle", "oracle", "finetuned", NULL, "oracle_ft", c.h_oft, &e, &c.h_oft_eval);
+        e = spec_for(&c, "finetuned", 0);
+        json_free(cell_plain(&c, "finetuned-before", "before", "finetuned", c.ft->model, "base_ft", c.h_ft, &e, NULL));
+    }
+    if (need_pt(&c)) {
+        EvalSpec e = spec_for(&c, "pretrained", 0);
+        e.oracle = NULL;
+        c.oracle_pt = cell_plain(&c, "pretrained-oracle", "oracle", "pretrained", NULL, "oracle_pt", c.h_opt, &e, &c.h_opt_eval);
+        e = spec_for(&c, "pretrained", 0);
+        json_free(cell_plain(&c, "pretrained-before", "before", "pretrained", c.pt->model, "base_pt", c.h_pt, &e, NULL));
+    }
+    static const char *const sets2[2] = {"finetuned", "pretrained"};
+    for (int s = 0; s < 2; s++) {
+        if (!want(&c, sets2[s])) continue;
+        UlSetting us = s ? UL_PRETRAINED : UL_FINETUNED;
+        for (int i = 0; i < c.methods.n; i++) {
+            char id[96];
+            snprintf(id, sizeof id, "%s-%s", sets2[s], c.methods.item[i]);
+            UnlearnOpts o = cell_opts(&c, c.methods.item[i], us, UL_PARAMS_LLM);
+            EvalSpec e = spec_for(&c, sets2[s], 0);
+            cell_unlearn(&c, id, sets2[s], s ? c.pt->model : c.ft->model, s ? "base_pt" : "base_ft", s ? c.h_pt : c.h_ft, &o, &e);
+        }
+    }
+    if (want(&c, "sequential"))
+        for (int i = 0; i < c.seq_methods.n; i++) run_sequential(&c, c.seq_methods.item[i]);
+    if (want(&c, "params"))
+        for (int s = 0; s < 2; s++)
+            for (int i = 0; i < c.params_methods.n; i++)
+                for (int p = 0; p < 2; p++) {
+                    char id[96];
+                    snprintf(id, sizeof id, "%s-%s%s", sets2[s], c.params_methods.item[i], p ? "-projllm" : "");
+                    UnlearnOpts o = cell_opts(&c, c.params_methods.item[i], s ? UL_PRETRAINED : UL_FINETUNED,
+                                              p ? UL_PARAMS_PROJ_LLM : UL_PARAMS_LLM);
+                    /* the LLM-only cell is the setting's main cell (full evaluation) */
+                    EvalSpec e = spec_for(&c, sets2[s], p);
+                    cell_unlearn(&c, id, sets2[s], s ? c.pt->model : c.ft->model, s ? "base_pt" : "base_ft",
+                                 s ? c.h_pt : c.h_ft, &o, &e);
+                }
+    if (want(&c, "forgetdata"))
+        for (int i = 0; i < c.params_methods.n; i++)
+            for (int p = 0; p < 2; p++) {
+                char id[96];
+                snprintf(id, sizeof id, "pretrained-%s%s", c.params_methods.item[i], p ? "-alldata" : "");
+                UnlearnOpts o = cell_opts(&c, c.params_methods.item[i], UL_PRETRAINED, UL_PARAMS_LLM);
+                if (p) o.forget_data = UL_FD_ALL;
+                EvalSpec e = spec_for(&c, "pretrained", p);
+                cell_unlearn(&c, id, "pretrained", c.pt->model, "base_pt", c.h_pt, &o, &e);
+            }
+
+    /* 5: the report */
+    report_write(c.out, c.quiet);
+    say(&c, "done in %.1f s: %s/report.md", now_seconds() - c.t_start, c.out);
+
+done:
+    if (c.work) model_free(c.work);
+    if (c.pt) ckpt_free(c.pt);
+    if (c.ft) ckpt_free(c.ft);
+    json_free(c.oracle_ft);
+    json_free(c.oracle_pt);
+    json_free(c.plan);
+    if (c.tok) tok_free(c.tok);
+    if (c.w) world_free(c.w);
+    free(c.forget10); free(c.retain90); free(c.celebs); free(c.cforget); free(c.cretain);
+    list_free(&c.methods); list_free(&c.settings); list_free(&c.seq_methods); list_free(&c.params_methods);
+    free(out_default);
+    args_free(&a);
+    return rc;
+}

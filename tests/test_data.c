@@ -1,0 +1,497 @@
+/* tests/test_data.c: the synthetic world (data.c) on the tiny preset.
+ *
+ * Generates tiny worlds into temporary directories and checks: determinism (same seed ->
+ * same bytes, other seed -> other bytes), unique names, pairwise distinct faces, nested
+ * splits, that no evaluation item (option arrangement, paraphrase, transformed image) is
+ * trained on, which formats each kind of person is trained in and at which stage, that
+ * world_load refuses corrupted worlds (in a child: exit 2, one line on stderr), and that
+ * the training augmentation is deterministic. The raw material is read from $PULSE_RAW or
+ * ./data (make test runs from the repository root).
+ */
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "common.h"
+#include "data.h"
+#include "io.h"
+#include "test.h"
+
+static const char *raw_dir(void) {
+    const char *r = getenv("PULSE_RAW");
+    return r ? r : "data";
+}
+
+static char *read_all(const char *dir, const char *rel, size_t *n) {
+    char *p = xasprintf("%s/%s", dir, rel);
+    char *s = read_file(p, n);
+    free(p);
+    return s;
+}
+
+static int same_file(const char *a, const char *b, const char *rel) {
+    size_t na, nb;
+    char *x = read_all(a, rel, &na), *y = read_all(b, rel, &nb);
+    int same = na == nb && memcmp(x, y, na) == 0;
+    free(x); free(y);
+    return same;
+}
+
+/* Runs fn(arg) in a child with stderr captured: returns the exit status (-1 if it did not
+ * exit normally) and the number of stderr lines in *lines, the text in msg. */
+static int run_child(void (*fn)(void *), void *arg, int *lines, char *msg, size_t msgn) {
+    int fd[2];
+    CHECK(pipe(fd) == 0);
+    fflush(stdout);
+    pid_t pid = fork();
+    CHECK(pid >= 0);
+    if (pid == 0) {
+        close(fd[0]);
+        dup2(fd[1], 2);
+        fn(arg);
+        _exit(0);
+    }
+    close(fd[1]);
+    size_t k = 0;
+    ssize_t r;
+    char buf[4096];
+    msg[0] = 0;
+    *lines = 0;
+    while ((r = read(fd[0], buf, sizeof buf)) > 0)
+        for (ssize_t i = 0; i < r; i++) {
+            if (buf[i] == '\n') (*lines)++;
+            if (k + 1 < msgn) { msg[k++] = buf[i]; msg[k] = 0; }
+        }
+    close(fd[0]);
+    int st;
+    waitpid(pid, &st, 0);
+    return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+static void child_load(void *dir) {
+    World *w = world_load(dir);
+    world_free(w);
+}
+
+typedef struct GenArgs {
+    const char *out;
+} GenArgs;
+
+static void child_generate(void *a) {
+    data_generate(preset_find("tiny"), 1, raw_dir(), ((GenArgs *)a)->out);
+}
+
+static void child_cmd_unknown_preset(void *a) {
+    (void)a;
+    char *argv[] = {"--preset", "huge", "--out", "/nonexistent/x", NULL};
+    exit(cmd_data(4, argv));
+}
+
+/* Expect world_load(dir) to exit 2 with one line that names `what`. */
+static void expect_refused(const char *dir, const char *what, const char *label) {
+    int lines;
+    char msg[1024];
+    int rc = run_child(child_load, (void *)dir, &lines, msg, sizeof msg);
+    if (getenv("PULSE_TEST_VERBOSE")) printf("  %s -> %s", label, msg);
+    TEST(rc == 2, "%s: world_load exit status %d, expected 2", label, rc);
+    TEST(lines == 1, "%s: %d lines on stderr, expected 1: %s", label, lines, msg);
+    TEST(strstr(msg, what) != NULL, "%s: message does not name %s: %s", label, what, msg);
+}
+
+static void write_bytes(const char *dir, const char *rel, const char *data, size_t n) {
+    char *p = xasprintf("%s/%s", dir, rel);
+    FILE *f = fopen(p, "wb");
+    CHECK(f);
+    CHECK(fwrite(data, 1, n, f) == n);
+    fclose(f);
+    free(p);
+}
+
+static int in_list(const int *a, int n, int x) {
+    for (int i = 0; i < n; i++)
+        if (a[i] == x) return 1;
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------- */
+
+static void test_determinism(const char *w1, const char *w2, const char *w3) {
+    TEST(same_file(w1, w2, "manifest.tsv"), "same seed: manifests differ");
+    TEST(same_file(w1, w2, "world.json"), "same seed: world.json differs");
+    TEST(same_file(w1, w2, "train_ft.jsonl"), "same seed: train_ft.jsonl differs");
+    TEST(same_file(w1, w2, "images/p0001.png"), "same seed: images differ");
+    TEST(same_file(w1, w2, "tokenizer.json"), "same seed: tokenizer differs");
+    TEST(!same_file(w1, w3, "manifest.tsv"), "other seed: same manifest");
+    TEST(!same_file(w1, w3, "people.jsonl"), "other seed: same people");
+}
+
+static void test_people(const World *w) {
+    const Preset *p = preset_find("tiny");
+    TEST(w->n_people == p->n_fictitious + p->n_celebrity + p->n_holdout, "people count %d", w->n_people);
+    int dup = 0;
+    for (int i = 0; i < w->n_people; i++)
+        for (int j = i + 1; j < w->n_people; j++) dup += strcmp(w->people[i].name, w->people[j].name) == 0;
+    TEST(dup == 0, "%d duplicate names", dup);
+    /* Faces: every pair differs in many pixels (a change of at least 40 in some channel). */
+    int min_diff = 1 << 30, same_params = 0;
+    for (int i = 0; i < w->n_people; i++)
+        for (int j = i + 1; j < w->n_people; j++) {
+            const uint8_t *a = w->images[w->people[i].image].rgb, *b = w->images[w->people[j].image].rgb;
+            int d = 0;
+            for (int k = 0; k < DATA_IMAGE_SIZE * DATA_IMAGE_SIZE; k++) {
+                int m = 0;
+                for (int c = 0; c < 3; c++) { int x = abs(a[3 * k + c] - b[3 * k + c]); if (x > m) m = x; }
+                d += m > 40;
+            }
+            if (d < min_diff) min_diff = d;
+            same_params += memcmp(w->people[i].face, w->people[j].face, sizeof w->people[i].face) == 0;
+        }
+    TEST(same_params == 0, "%d pairs of identical face parameters", same_params);
+    TEST(min_diff >= 64, "two faces differ in only %d pixels", min_diff);
+    /* Every person's values are valid and the country follows the birthplace. */
+    int badv = 0;
+    for (int i = 0; i < w->n_people; i++) {
+        const Person *q = &w->people[i];
+        badv += strcmp(q->country, w->countries[q->value[1]]) != 0;
+        badv += strstr(q->biography, q->name) == NULL;
+        badv += strstr(q->biography, world_value(w, q, 0)) == NULL;
+        badv += world_person_index(w, q->id) != i;
+    }
+    TEST(badv == 0, "%d bad person records", badv);
+    TEST(w->n_idk >= 20, "only %d IDK answers", w->n_idk);
+}
+
+static void test_splits(const World *w) {
+    const Split *f5 = world_split(w, "forget_5"), *f10 = world_split(w, "forget_10"), *f15 = world_split(w, "forget_15");
+    const Split *r95 = world_split(w, "retain_95"), *r90 = world_split(w, "retain_90"), *r85 = world_split(w, "retain_85");
+    TEST(f5 && f10 && f15 && r95 && r90 && r85, "missing forget/retain splits");
+    if (!(f5 && f10 && f15 && r95 && r90 && r85)) return;
+    int nested = 1;
+    for (int i = 0; i < f5->n; i++) nested &= in_list(f10->people, f10->n, f5->people[i]);
+    for (int i = 0; i < f10->n; i++) nested &= in_list(f15->people, f15->n, f10->people[i]);
+    TEST(nested, "forget splits are not nested");
+    TEST(f5->n == w->preset.n_forget[0] && f10->n == w->preset.n_forget[1] && f15->n == w->preset.n_forget[2], "forget sizes");
+    const Split *fs[3] = {f5, f10, f15}, *rs[3] = {r95, r90, r85};
+    for (int k = 0; k < 3; k++) {
+        int ok = fs[k]->n + rs[k]->n == w->preset.n_fictitious;
+        for (int i = 0; i < rs[k]->n; i++)
+            ok &= !in_list(fs[k]->people, fs[k]->n, rs[k]->people[i]) && w->people[rs[k]->people[i]].kind == KIND_FICTITIOUS;
+        for (int i = 0; i < fs[k]->n; i++) ok &= w->people[fs[k]->people[i]].kind == KIND_FICTITIOUS;
+        TEST(ok, "retain split %d is not the complement of its forget split", k);
+    }
+    /* Sequential groups: equal, disjoint, their union is forget_10. */
+    int total = 0, ok = 1;
+    for (int s = 1; s <= w->preset.n_seq; s++) {
+        char name[16];
+        snprintf(name, sizeof name, "seq_%d", s);
+        const Split *g = world_split(w, name);
+        TEST(g != NULL, "missing %s", name);
+        if (!g) return;
+        ok &= g->n == f10->n / w->preset.n_seq;
+        for (int i = 0; i < g->n; i++) ok &= in_list(f10->people, f10->n, g->people[i]);
+        total += g->n;
+    }
+    TEST(ok && total == f10->n, "sequential groups do not partition forget_10");
+    const Split *c = world_split(w, "celebrity"), *h = world_split(w, "holdout");
+    TEST(c && c->n == w->preset.n_celebrity, "celebrity candidates");
+    TEST(h && h->n == w->preset.n_holdout, "holdout split");
+}
+
+/* Per person: which (format, modality, attribute) items exist at which stage. */
+static void test_training_coverage(const World *w) {
+    static const Format person_formats[4] = {FMT_QA, FMT_MC, FMT_CLOZE, FMT_GEN};
+    int missing_ft = 0, missing_pt = 0, wrong_stage = 0, holdout_items = 0, extras = 0;
+    for (int i = 0; i < w->n_people; i++) {
+        const Person *p = &w->people[i];
+        int have[2][N_FORMATS][2][DATA_MAX_ATTRS];     /* [stage][format][modality][attr] */
+        memset(have, 0, sizeof have);
+        int bio = 0, cap = 0;
+        for (int k = 0; k < w->n_items; k++) {
+            const Item *it = &w->items[k];
+            if (it->person != i) continue;
+            if (p->kind == KIND_HOLDOUT) holdout_items++;
+            if ((p->kind == KIND_FICTITIOUS) != (it->stage == STAGE_FT)) wrong_stage++;
+            if (it->attr >= 0) have[it->stage == STAGE_FT][it->format][it->image < 0][it->attr] = 1;
+            bio += it->format == FMT_BIO;
+            cap += it->format == FMT_CAPTION && it->image == p->image;
+        }
+        if (p->kind == KIND_HOLDOUT) continue;
+        int ft = p->kind == KIND_FICTITIOUS;
+        for (int f = 0; f < 4; f++)
+            for (int m = 0; m < 2; m++)
+                for (int a = 0; a < w->n_attrs; a++)
+                    if (!have[ft][person_formats[f]][m][a]) { if (ft) missing_ft++; else missing_pt++; }
+        if (ft) extras += bio + cap;
+        else missing_pt += (bio == 0) + (cap == 0);
+    }
+    TEST(missing_ft == 0, "%d (fictitious person, format, modality, attribute) missing from train_ft", missing_ft);
+    TEST(missing_pt == 0, "%d celebrity forms missing from train_pt", missing_pt);
+    TEST(wrong_stage == 0, "%d person items in the wrong stage", wrong_stage);
+    TEST(holdout_items == 0, "%d training items about holdout people", holdout_items);
+    TEST(extras == 0, "fictitious people have %d bio/caption items (fine-tuning is QA only)", extras);
+    /* Selections: all data about one person; everything but them. */
+    int f0 = world_split(w, "forget_10")->people[0], n1, n2, n3;
+    const Item **a = world_select(w, &(Select){STAGE_FT, FMT_ALL, MOD_ANY, &f0, 1, 0}, &n1);
+    const Item **b = world_select(w, &(Select){STAGE_FT, FMT_BIT(FMT_QA), MOD_TEXT, &f0, 1, 0}, &n2);
+    const Item **c = world_select(w, &(Select){STAGE_PT | STAGE_FT, FMT_ALL, MOD_ANY, &f0, 1, 1}, &n3);
+    int ok = n1 == 8 * w->n_attrs && n2 == w->n_attrs && n3 == w->n_items - n1;
+    for (int i = 0; i < n1; i++) ok &= a[i]->person == f0;
+    for (int i = 0; i < n2; i++) ok &= b[i]->format == FMT_QA && b[i]->image < 0;
+    for (int i = 0; i < n3; i++) ok &= c[i]->person != f0;
+    TEST(ok, "world_select: %d, %d, %d items", n1, n2, n3);
+    free(a); free(b); free(c);
+}
+
+/* No evaluation item is trained on: option arrangements, test-set paraphrases and images. */
+static void test_eval_never_trained(const World *w, const char *dir) {
+    int para = 0, imgs = 0, linked = 0, mc_profile = 0, clash = 0;
+    for (int e = 0; e < w->n_eval; e++) {
+        const EvalItem *ev = &w->eval[e];
+        if (ev->source == EVAL_TEST)
+            for (int k = 0; k < w->n_items; k++)
+                for (int v = 0; v < w->items[k].n_variants; v++)
+                    para += strcmp(w->items[k].variants[v].question, ev->question) == 0;
+        if (ev->image >= 0 && (ev->source == EVAL_TEST || ev->source == EVAL_GENBENCH))
+            for (int k = 0; k < w->n_items; k++) imgs += w->items[k].image == ev->image;
+    }
+    TEST(para == 0, "%d test-set questions appear in training", para);
+    TEST(imgs == 0, "%d training items use a test-set or genbench image", imgs);
+    /* Every profile MC question of a trained person is linked to its training stem, and
+     * item_render never draws the evaluation's arrangement (200 draws each). */
+    Rng rng;
+    rng_seed(&rng, 7);
+    char q[4096], a[256];
+    for (int e = 0; e < w->n_eval; e++) {
+        const EvalItem *ev = &w->eval[e];
+        if (ev->task != TASK_MC || ev->source != EVAL_PROFILE || w->people[ev->person].kind == KIND_HOLDOUT) continue;
+        mc_profile++;
+        for (int k = 0; k < w->n_items; k++) {
+            const Item *it = &w->items[k];
+            if (it->format != FMT_MC || it->person != ev->person || it->image != ev->image || it->attr != ev->attr) continue;
+            linked += it->variants[0].avoid != 0 && strcmp(it->variants[0].question, ev->question) == 0;
+            Item one = *it;
+            one.n_variants = 1;                 /* the evaluated stem only */
+            for (int t = 0; t < 200; t++) {
+                int hi;
+                item_render(&one, &rng, q, sizeof q, a, sizeof a, &hi);
+                clash += strcmp(q, ev->prompt) == 0;
+            }
+        }
+    }
+    TEST(mc_profile > 0 && linked == mc_profile, "%d of %d evaluation MC stems linked to training", linked, mc_profile);
+    TEST(clash == 0, "item_render drew an evaluation option arrangement %d times", clash);
+    /* The training files hold no fixed option sets. */
+    size_t n;
+    char *pt = read_all(dir, "train_pt.jsonl", &n), *ft = read_all(dir, "train_ft.jsonl", &n);
+    TEST(!strstr(pt, "\"Options\"") && !strstr(ft, "\"Options\""), "training files contain option sets");
+    TEST(!strstr(pt, "_mirror") && !strstr(ft, "_zoom") && !strstr(ft, "_tint") && !strstr(pt, "images/g"), "training files name test images");
+    free(pt); free(ft);
+}
+
+static void test_eval_items(const World *w) {
+    int n, bad = 0;
+    const Split *f10 = world_split(w, "forget_10");
+    const EvalItem **e = world_eval_select(w, EVAL_PROFILE, f10->people, f10->n, TASK_ALL, MOD_ANY, &n);
+    TEST(n == f10->n * w->n_attrs * 2 * N_TASKS, "forget_10 has %d evaluation items", n);
+    for (int i = 0; i < n; i++) {
+        const EvalItem *x = e[i];
+        if (x->task == TASK_MC) bad += x->n_options != 4 || x->answer[0] != 'A' + x->correct || !strstr(x->prompt, x->truth)
+                                    || !strstr(x->prompt, DATA_MC_INSTRUCTION);
+        if (x->task == TASK_CLOZE) bad += !strstr(x->prompt, "[Blank]") || strstr(x->prompt, "__") != NULL;
+        if (x->task == TASK_QA) bad += x->n_perturbed < 3 || !x->paraphrased_answer || strcmp(x->paraphrased_answer, x->answer) == 0;
+        if (x->task == TASK_GEN) bad += !strstr(x->answer, x->truth);
+        if (x->image >= 0) bad += strstr(x->question, w->people[x->person].name) != NULL;   /* never named */
+        else bad += strstr(x->question, w->people[x->person].name) == NULL;
+    }
+    TEST(bad == 0, "%d malformed evaluation items", bad);
+    free(e);
+    e = world_eval_select(w, EVAL_TEST, f10->people, f10->n, TASK_BIT(TASK_MC), MOD_IMAGE, &n);
+    bad = 0;
+    for (int i = 0; i < n; i++) bad += e[i]->image == w->people[e[i]->person].image;
+    TEST(n == f10->n * w->n_attrs && bad == 0, "test set: %d image MC items, %d on the training image", n, bad);
+    free(e);
+    e = world_eval_select(w, EVAL_GENBENCH, NULL, 0, TASK_ALL, MOD_ANY, &n);
+    TEST(n == w->preset.n_genbench_scene + w->preset.n_genbench_fact, "genbench has %d items", n);
+    free(e);
+}
+
+static void test_render_and_pixels(const World *w) {
+    char q1[4096], a1[256], q2[4096], a2[256];
+    int hi, bad = 0;
+    for (int i = 0; i < w->n_items; i++) {
+        const Item *it = &w->items[i];
+        item_render(it, NULL, q1, sizeof q1, a1, sizeof a1, &hi);
+        item_render(it, NULL, q2, sizeof q2, a2, sizeof a2, &hi);
+        bad += strcmp(q1, q2) != 0 || strcmp(a1, a2) != 0 || hi != (it->image >= 0);
+        if (it->format == FMT_MC) {             /* the letter points at the correct option */
+            char want[300];
+            snprintf(want, sizeof want, "\n%c: %s\n", a1[0], it->variants[0].correct);
+            bad += strlen(a1) != 1 || !strstr(q1, want);
+        }
+    }
+    TEST(bad == 0, "%d items render inconsistently", bad);
+    TEST(item_render(&w->items[0], NULL, q1, 8, a1, sizeof a1, &hi) == -1, "truncation not reported");
+    /* Augmentation: deterministic from the rng, different across draws, none without it. */
+    int img = w->people[0].image, n = 3 * DATA_IMAGE_SIZE * DATA_IMAGE_SIZE;
+    float *x = xmalloc((size_t)n * sizeof *x), *y = xmalloc((size_t)n * sizeof *y), *z = xmalloc((size_t)n * sizeof *z);
+    Rng r1, r2;
+    rng_seed(&r1, 11); rng_seed(&r2, 11);
+    world_image_pixels(w, img, &r1, x);
+    world_image_pixels(w, img, &r2, y);
+    TEST(memcmp(x, y, (size_t)n * sizeof *x) == 0, "augmentation is not deterministic");
+    world_image_pixels(w, img, &r1, y);
+    TEST(memcmp(x, y, (size_t)n * sizeof *x) != 0, "two augmentations are identical");
+    world_image_pixels(w, img, NULL, z);
+    const uint8_t *rgb = w->images[img].rgb;
+    float want = (rgb[3 * 5 + 1] / 255.0f - data_clip_mean[1]) / data_clip_std[1];
+    TEST(z[DATA_IMAGE_SIZE * DATA_IMAGE_SIZE + 5] == want, "plain pixels are not CLIP-normalised");
+    int finite = 1;
+    for (int i = 0; i < n; i++) finite &= x[i] >= -2.0f && x[i] <= 2.2f;
+    TEST(finite, "augmented pixels out of range");
+    free(x); free(y); free(z);
+}
+
+/* Re-seals a world after an edit (new manifest hashes and fingerprint, computed as data.c
+ * does), so that the record-level checks behind the hash check are reached. */
+static void reseal(const char *dir) {
+    size_t n;
+    char *man = read_all(dir, "manifest.tsv", &n), *out = xmalloc(n + 4096);
+    size_t k = 0;
+    for (char *line = man; line && *line;) {
+        char *nl = strchr(line, '\n');
+        if (nl) *nl = 0;
+        if (line[0] == '#') k += (size_t)sprintf(out + k, "%s\n", line);
+        else {
+            const char *rel = strrchr(line, '\t') + 1;
+            size_t fn;
+            char *data = read_all(dir, rel, &fn);
+            k += (size_t)sprintf(out + k, "%016llx\t%zu\t%s\n", (unsigned long long)hash64(data, fn, HASH64_INIT), fn, rel);
+            free(data);
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    write_bytes(dir, "manifest.tsv", out, k);
+    char *wpath = xasprintf("%s/world.json", dir);
+    Json *j = json_load(wpath);
+    uint64_t h = hash64(out, k, HASH64_INIT);
+    for (size_t i = 0; i < j->len; i++) {
+        if (strcmp(j->keys[i], "fingerprint") == 0) continue;
+        char *v = json_dump(j->items[i], 0);
+        h = hash64(j->keys[i], strlen(j->keys[i]) + 1, h);
+        h = hash64(v, strlen(v) + 1, h);
+        free(v);
+    }
+    char hex[32];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)h);
+    json_set(j, "fingerprint", json_new_string(hex));
+    char *txt = json_dump(j, 2);
+    char *full = xasprintf("%s\n", txt);
+    write_bytes(dir, "world.json", full, strlen(full));
+    free(full); free(txt); json_free(j); free(wpath); free(man); free(out);
+}
+
+/* Replaces the first occurrence of `from` in dir/rel by `to`, re-seals, expects refusal. */
+static void expect_record_refused(const char *dir, const char *rel, const char *from, const char *to, const char *label) {
+    size_t n;
+    char *orig = read_all(dir, rel, &n), *hit = strstr(orig, from);
+    TEST(hit != NULL, "%s: \"%s\" not found in %s", label, from, rel);
+    if (!hit) { free(orig); return; }
+    char *edited = xasprintf("%.*s%s%s", (int)(hit - orig), orig, to, hit + strlen(from));
+    write_bytes(dir, rel, edited, strlen(edited));
+    reseal(dir);
+    expect_refused(dir, rel, label);
+    write_bytes(dir, rel, orig, n);
+    reseal(dir);
+    free(edited); free(orig);
+}
+
+static void test_refusals(const char *base, const char *w1) {
+    /* A corrupted copy of each kind of file. */
+    char *dir = xasprintf("%s/bad", base);
+    char *cmd = xasprintf("cp -r %s %s", w1, dir);
+    CHECK(system(cmd) == 0);
+    size_t n;
+    char *people = read_all(dir, "people.jsonl", &n);
+    people[n / 2] ^= 0x01;
+    write_bytes(dir, "people.jsonl", people, n);
+    expect_refused(dir, "people.jsonl", "flipped byte");
+    people[n / 2] ^= 0x01;
+    write_bytes(dir, "people.jsonl", people, n);
+    free(people);
+    write_bytes(dir, "world.json", "{\"format\": ", 11);
+    expect_refused(dir, "world.json", "truncated world.json");
+    char *src = xasprintf("%s/world.json", w1);
+    size_t wn;
+    char *wj = read_file(src, &wn);
+    char *edit = strstr(wj, "I don't know.");            /* valid JSON, edited content */
+    CHECK(edit);
+    edit[2] = 'x';
+    write_bytes(dir, "world.json", wj, wn);
+    expect_refused(dir, "world.json", "edited world.json");
+    edit[2] = 'd';
+    write_bytes(dir, "world.json", wj, wn);
+    free(wj); free(src);
+    /* Record-level checks (behind the hashes): each refused with the file and line. */
+    reseal(dir);
+    int lines;
+    char msg[1024];
+    int rc = run_child(child_load, dir, &lines, msg, sizeof msg);
+    TEST(rc == 0, "a re-sealed unchanged world is refused (exit %d): %s", rc, msg);
+    expect_record_refused(dir, "people.jsonl", "\"occupation\":\"", "\"occupation\":\"x", "unknown value");
+    expect_record_refused(dir, "train_ft.jsonl", "\"format\":\"mc\"", "\"format\":\"mcq\"", "unknown format");
+    expect_record_refused(dir, "train_pt.jsonl", "\"distractors\":[", "\"distractors\":[\"x\"],\"y\":[", "few distractors");
+    expect_record_refused(dir, "full.jsonl", "\"Correct_Answer\":\"", "\"Correct_Answer\":\"E\",\"z\":\"", "bad letter");
+    expect_record_refused(dir, "test.jsonl", "\"Image\":\"images/", "\"Image\":\"images/nope", "unknown image");
+    expect_record_refused(dir, "splits/forget_5.json", "[", "[999,", "unknown ID");
+    expect_record_refused(dir, "celebrity.jsonl", "\"Mask_Task\":[", "\"Mask_Task\":7,\"w\":[", "wrong type");
+    char *gb = xasprintf("%s/genbench.jsonl", dir);
+    CHECK(remove(gb) == 0);
+    free(gb);
+    expect_refused(dir, "genbench.jsonl", "missing file");
+    expect_refused(base, "world", "not a world");
+    /* pulse data refuses to overwrite a directory that is not a world. */
+    char *other = xasprintf("%s/other", base);
+    CHECK(mkdir(other, 0777) == 0);
+    write_bytes(other, "precious.txt", "keep me\n", 8);
+    GenArgs ga = {other};
+    rc = run_child(child_generate, &ga, &lines, msg, sizeof msg);
+    TEST(rc == 2 && lines == 1 && strstr(msg, "refusing"), "overwrote a non-world directory (exit %d): %s", rc, msg);
+    char *kept = xasprintf("%s/precious.txt", other);
+    TEST(file_exists(kept), "the non-world directory was touched");
+    rc = run_child(child_cmd_unknown_preset, NULL, &lines, msg, sizeof msg);
+    TEST(rc == 2 && lines == 1, "unknown preset: exit %d: %s", rc, msg);
+    free(kept); free(other); free(cmd); free(dir);
+}
+
+int main(void) {
+    char base[] = "/tmp/pulse-test-data-XXXXXX";
+    CHECK(mkdtemp(base));
+    char *w1 = xasprintf("%s/w1", base), *w2 = xasprintf("%s/w2", base), *w3 = xasprintf("%s/w3", base);
+    const Preset *tiny = preset_find("tiny");
+    CHECK(tiny);
+    /* stderr summaries of data_generate are expected; keep the test output to the results. */
+    fflush(stderr);
+    data_generate(tiny, 1, raw_dir(), w1);
+    data_generate(tiny, 1, raw_dir(), w2);
+    data_generate(tiny, 2, raw_dir(), w3);
+    data_generate(tiny, 1, raw_dir(), w2);      /* replacing an existing world */
+    test_determinism(w1, w2, w3);
+
+    World *w = world_load(w1);
+    TEST(w->seed == 1 && !strcmp(w->preset.name, "tiny") && w->n_attrs == tiny->n_attrs, "world.json fields");
+    test_people(w);
+    test_splits(w);
+    test_training_coverage(w);
+    test_eval_never_trained(w, w1);
+    test_eval_items(w);
+    test_render_and_pixels(w);
+    world_free(w);
+    test_refusals(base, w1);
+
+    char *cmd = xasprintf("rm -rf %s", base);
+    CHECK(system(cmd) == 0);
+    free(cmd); free(w1); free(w2); free(w3);
+    return test_summary();
+}

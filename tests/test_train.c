@@ -1,0 +1,212 @@
+/* tests/test_train.c: the training loop on the `tiny` world (generated into a temporary
+ * directory from data/): the loss goes down, two runs give the same bytes (also with 1 vs
+ * 2 threads), an interrupted and resumed run gives the same bytes as an uninterrupted one,
+ * excluded people never reach a batch (and every other item does, each epoch), LoRA
+ * fine-tuning saves a plain merged checkpoint, and the gates evaluate.
+ * Short runs (batch 8, a few dozen steps) keep it to seconds; fewer under sanitizers. */
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+#include "../checkpoint.h"
+#include "../common.h"
+#include "../data.h"
+#include "../io.h"
+#include "../train.h"
+#include "test.h"
+
+static char tmpdir[256];
+static char *tpath(const char *name) { return xasprintf("%s/%s", tmpdir, name); }
+
+/* Byte equality of one file in two checkpoint directories. */
+static int same_file(const char *a, const char *b, const char *name) {
+    char *pa = xasprintf("%s/%s", a, name), *pb = xasprintf("%s/%s", b, name);
+    size_t na, nb;
+    char *x = read_file(pa, &na), *y = read_file(pb, &nb);
+    int same = na == nb && memcmp(x, y, na) == 0;
+    free(x); free(y); free(pa); free(pb);
+    return same;
+}
+
+static int same_ckpt(const char *a, const char *b) {
+    return same_file(a, b, "model.safetensors") && same_file(a, b, "config.json");
+}
+
+static TrainOpts small_opts(const World *w, int stage, const char *out, long steps) {
+    TrainOpts o = train_opts_default(stage);
+    o.world = w;
+    o.out = out;
+    o.seed = 7;
+    o.steps = steps;
+    o.batch = 8;
+    o.warmup = 2;
+    o.quiet = 1;
+    o.state_every = -1;
+    return o;
+}
+
+/* on_batch hook: fails on any excluded person; marks the items seen. */
+typedef struct Seen {
+    const int *excluded;
+    int n_excluded;
+    unsigned char *item_seen;   /* [World.n_items] */
+    int bad;
+} Seen;
+
+static void check_batch(void *ctx, long step, const Item *const *items, int n) {
+    (void)step;
+    Seen *s = ctx;
+    for (int i = 0; i < n; i++) {
+        s->item_seen[items[i]->index] = 1;
+        for (int k = 0; k < s->n_excluded; k++)
+            if (items[i]->person == s->excluded[k]) s->bad++;
+    }
+}
+
+static double json_num(const char *dir, const char *file, const char *key) {
+    char *p = xasprintf("%s/%s", dir, file);
+    Json *j = json_load(p);
+    double v = json_get_number(j, key, -1, p);
+    json_free(j);
+    free(p);
+    return v;
+}
+
+int main(void) {
+    int sanitized = getenv("PULSE_CHECK") != NULL;     /* make check: -O0 + ASan, keep it short */
+    snprintf(tmpdir, sizeof tmpdir, "/tmp/pulse_test_train_XXXXXX");
+    CHECK(mkdtemp(tmpdir));
+    char *wdir = tpath("world");
+    data_generate(preset_find("tiny"), 3, "data", wdir);
+    World *w = world_load(wdir);
+
+    /* 1. A short pre-training lowers the loss. */
+    long n_loss = sanitized ? 16 : 60;
+    char *a = tpath("pt_a");
+    TrainOpts o = small_opts(w, STAGE_PT, a, n_loss);
+    o.lr = 3e-3f;
+    TEST(train_run(&o) == 0, "pretrain runs");
+    {
+        char *p = xasprintf("%s/training.json", a);
+        Json *j = json_load(p);
+        Json *c = json_get(j, "loss_curve");
+        TEST(c && c->len >= 2, "loss curve recorded");
+        if (c && c->len >= 2) {
+            double first = c->items[0]->items[1]->number;
+            double last = json_get_number(j, "final_loss", 0, p);
+            TEST(last < first - 0.5, "loss goes down: %.3f -> %.3f", first, last);
+        }
+        json_free(j);
+        free(p);
+    }
+    Checkpoint *ck = ckpt_load(a);
+    TEST(ck->stage && strcmp(ck->stage, "pretrain") == 0, "provenance stage");
+    TEST(ck->steps == n_loss, "provenance steps %ld", ck->steps);
+    TEST(ck->seed == 7, "provenance seed");
+    ckpt_free(ck);
+    TEST(json_num(a, "training.json", "tokens") > 0, "tokens counted");
+
+    /* 2. Determinism: same arguments, same bytes; 1 vs 2 threads. */
+    long n_det = sanitized ? 6 : 12;
+    char *d1 = tpath("det1"), *d2 = tpath("det2"), *d3 = tpath("det3");
+    o = small_opts(w, STAGE_PT, d1, n_det);
+    TEST(train_run(&o) == 0, "run 1");
+    o.out = d2;
+    TEST(train_run(&o) == 0, "run 2");
+    TEST(same_ckpt(d1, d2), "two runs give identical checkpoint bytes");
+#ifdef _OPENMP
+    int threads = omp_get_max_threads();
+    omp_set_num_threads(threads > 1 ? 1 : 2);
+    o.out = d3;
+    TEST(train_run(&o) == 0, "run 3 (other thread count)");
+    omp_set_num_threads(threads);
+    TEST(same_ckpt(d1, d3), "1 vs 2 threads give identical checkpoint bytes");
+#endif
+
+    /* 3. Resume: stop after a few steps (state saved), rerun, same bytes as run 1. */
+    char *r = tpath("resumed");
+    o = small_opts(w, STAGE_PT, r, n_det);
+    o.stop_after = n_det / 2;
+    TEST(train_run(&o) == 3, "stopped run returns 3");
+    char *state = xasprintf("%s.state", r);
+    TEST(file_exists(state), "state saved at the stop");
+    TEST(!dir_exists(r), "no checkpoint written by a stopped run");
+    o.stop_after = 0;
+    TEST(train_run(&o) == 0, "resumed run completes");
+    TEST(json_num(r, "training.json", "resumed_at_step") == n_det / 2, "resumed at the saved step");
+    TEST(same_ckpt(d1, r), "resumed run gives identical checkpoint bytes");
+    TEST(!file_exists(state), "state removed when done");
+
+    /* A state of another run (other seed) is not trusted. */
+    o.stop_after = n_det / 2;
+    TEST(train_run(&o) == 3, "stopped again");
+    o.stop_after = 0;
+    o.seed = 8;
+    TEST(train_run(&o) == 0, "other seed runs");
+    TEST(json_num(r, "training.json", "resumed_at_step") == 0, "another run's state is ignored");
+    TEST(!same_ckpt(d1, r), "another seed gives other bytes");
+    TEST(!file_exists(state), "stale state removed");
+
+    /* 4. Fine-tuning without the forget people: they never appear; every other
+     * fine-tuning item appears within one epoch. LoRA, merged on save. */
+    const Split *fs = world_split(w, "forget_10");
+    TEST(fs && fs->n > 0, "forget_10 split");
+    int n_sel = 0;
+    Select sel = {STAGE_FT, FMT_ALL, MOD_ANY, fs->people, fs->n, 1};
+    const Item **items = world_select(w, &sel, &n_sel);
+    long n_pres = 0;
+    for (int i = 0; i < n_sel; i++) n_pres += items[i]->repeat;
+    Seen seen = {fs->people, fs->n, xcalloc((size_t)w->n_items, 1), 0};
+    char *ft = tpath("ft_lora");
+    o = small_opts(w, STAGE_FT, ft, sanitized ? 4 : (n_pres + 7) / 8);
+    o.base = d1;
+    o.exclude = fs->people;
+    o.n_exclude = fs->n;
+    o.mode = TRAIN_LORA;
+    o.on_batch = check_batch;
+    o.ctx = &seen;
+    TEST(train_run(&o) == 0, "LoRA fine-tuning runs");
+    TEST(seen.bad == 0, "excluded people never in a batch (%d hits)", seen.bad);
+    if (!sanitized) {
+        int missing = 0;
+        for (int i = 0; i < n_sel; i++) missing += !seen.item_seen[items[i]->index];
+        TEST(missing == 0, "every selected item seen in one epoch (%d missing)", missing);
+    }
+    int stray = 0;
+    for (int i = 0; i < w->n_items; i++) stray += seen.item_seen[i] && w->items[i].stage != STAGE_FT;
+    TEST(stray == 0, "only fine-tuning items in fine-tuning batches");
+    ck = ckpt_load(ft);
+    TEST(!ck->model->lora.attached, "base_ft is a plain checkpoint (LoRA merged)");
+    TEST(ck->stage && strcmp(ck->stage, "finetune") == 0, "finetune provenance");
+    ckpt_free(ck);
+    free(seen.item_seen);
+    free((void *)items);
+
+    /* 5. People lists: IDs and split names. */
+    char spec[64];
+    snprintf(spec, sizeof spec, "%d,forget_10,%d", w->people[fs->people[0]].id, w->people[0].id);
+    int np = 0;
+    int *pl = train_parse_people(w, spec, &np);
+    TEST(np >= fs->n && np <= fs->n + 1, "parsed people list (%d)", np);
+    for (int i = 1; i < np; i++) TEST(pl[i - 1] < pl[i], "sorted and unique");
+    free(pl);
+
+    /* 6. The gates evaluate (values are meaningless after a few steps). */
+    Checkpoint *pt = ckpt_load(d1), *fc = ckpt_load(ft);
+    GateReport gr;
+    train_gates(pt->model, fc->model, pt->tok, w, &gr, NULL);
+    TEST(gr.n >= 8, "gate rows (%d)", gr.n);
+    int sane = 1;
+    for (int i = 0; i < gr.n; i++) sane &= gr.row[i].n > 0 && gr.row[i].value >= 0 && gr.row[i].value <= 100;
+    TEST(sane, "gate values are percentages over items");
+    ckpt_free(pt);
+    ckpt_free(fc);
+
+    world_free(w);
+    remove_tree(tmpdir);
+    free(wdir); free(a); free(d1); free(d2); free(d3); free(r); free(state); free(ft);
+    return test_summary();
+}

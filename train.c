@@ -1,0 +1,837 @@
+/* train.c: pre-training and fine-tuning of the tiny LLaVA on a synthetic world.
+ *
+ * Design
+ * - One loop for both stages. Pre-training (base_pt) reads the world's STAGE_PT items
+ *   (scenes, general facts, the celebrities in every format), fine-tuning (base_ft) the
+ *   STAGE_FT items (the fictitious people's QA, multiple choice, cloze...), both minus the
+ *   excluded people (the oracles). Hyperparameters come from one recipe table per (world
+ *   preset, stage); every TrainOpts field that is set overrides its recipe value.
+ * - The data stream is a pure function of (seed, example number k): the items are expanded
+ *   by Item.repeat into "presentations", epoch e = k / N is a shuffle of them drawn from
+ *   stream (seed, "order", e), and example k is rendered (phrasing, MC options and correct
+ *   letter) and augmented (image shift, brightness, noise) from its own streams (seed,
+ *   "render", k) and (seed, "aug", k). So a step's batch depends on nothing but the step
+ *   number: resuming needs only weights, AdamW moments and the step, and the bytes of the
+ *   final checkpoint are the same whether a run was interrupted or not, and (the kernels
+ *   sum in a fixed order) whatever the number of threads.
+ * - A step: fill the Batch (answer + EOS labelled, DESIGN 5), model_forward on the tape,
+ *   tape_backward, clip to 1.0, AdamW with the warm-up + cosine learning rate, tape_reset.
+ *   Buffers (token ids, pixels, the batch, the tape's arena) are allocated once.
+ * - Resumable: every state_every seconds the training state (weights, AdamW m and v, LoRA
+ *   blocks, step, the recent losses) goes atomically to OUT.state, one binary file tagged
+ *   with a fingerprint of everything that determines the run. A restart with the same
+ *   arguments continues from it; a mismatching state is ignored. Removed when done.
+ * - Output: a checkpoint directory in the HF layout, written as OUT.tmp and renamed:
+ *   config.json with a "pulse" provenance object (stage, preset, seed, data fingerprint,
+ *   recipe, steps, tokens, final loss), model.safetensors, tokenizer.json,
+ *   preprocessor_config.json. Wall time and the loss curve go to training.json beside
+ *   them: they differ between identical runs, so they are kept out of config.json.
+ * - Fine-tuning with LoRA attaches adapters, trains them, merges them (PEFT
+ *   merge_and_unload) and saves a plain checkpoint, so base_ft never carries adapters.
+ * - Gates: a minimal multiple-choice check (letter rule by greedy generation, option
+ *   likelihood by teacher forcing) over the world's profile and genbench items, so that
+ *   a run says at once whether the base models know what unlearning will target.
+ */
+#include "train.h"
+
+#include <ctype.h>
+#include <dirent.h>
+#include <errno.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "checkpoint.h"
+#include "io.h"
+
+#define MAX_TEXT 4096               /* rendered question / answer bytes */
+#define MAX_IDS 512                 /* tokens of one rendered training item */
+#define LOSS_RING 32                /* final loss = mean of the last LOSS_RING steps */
+#define CURVE_MAX 200               /* loss-curve points kept for training.json */
+#define PIX (3 * DATA_IMAGE_SIZE * DATA_IMAGE_SIZE)
+#define STATE_MAGIC "PULSEST1"
+
+/* ============================================================================
+ * Recipes. Reasoning and measurements in docs/training.md. Learning rate ~1e-3 with a
+ * warm-up and cosine decay, clipping at 1.0: what made 1M-parameter models learn in
+ * ../shared/research/feasibility.md. Epochs count presentations (Item.repeat included). */
+static const Recipe recipes[] = {
+    /* preset  stage     epochs batch  lr     warmup sched      wd    clip  mode        r   alpha targets */
+    {"tiny",  STAGE_PT,  30,    32,   2e-3f,  30,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm"},
+    {"tiny",  STAGE_FT,  30,    32,   2e-3f,  20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm"},
+    {"small", STAGE_PT,  30,    32,   2e-3f, 100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm"},
+    {"small", STAGE_FT,  30,    32,   2e-3f, 100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm"},
+    {"paper", STAGE_PT,  30,    64,   2e-3f, 200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm"},
+    {"paper", STAGE_FT,  30,    64,   2e-3f, 200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm"},
+};
+
+Recipe train_recipe(const char *preset, int stage) {
+    int n = (int)(sizeof recipes / sizeof recipes[0]);
+    for (int i = 0; i < n; i++)
+        if (recipes[i].stage == stage && preset && strcmp(recipes[i].preset, preset) == 0) return recipes[i];
+    for (int i = 0; i < n; i++)
+        if (recipes[i].stage == stage && strcmp(recipes[i].preset, "small") == 0) return recipes[i];
+    CHECK(0);
+}
+
+TrainOpts train_opts_default(int stage) {
+    TrainOpts o;
+    memset(&o, 0, sizeof o);
+    o.stage = stage;
+    o.seed = 1;
+    o.warmup = -1;
+    o.schedule = -1;
+    o.mode = -1;
+    return o;
+}
+
+static const char *stage_name(int stage) { return stage == STAGE_PT ? "pretrain" : "finetune"; }
+static const char *sched_name(LrKind k) { return k == LR_CONSTANT ? "constant" : k == LR_LINEAR ? "linear" : "cosine"; }
+
+/* ============================================================================
+ * Deterministic streams: one Rng per (seed, tag, number). */
+
+static void stream_rng(Rng *r, uint64_t seed, const char *tag, uint64_t k) {
+    uint64_t h = hash64(&seed, sizeof seed, HASH64_INIT);
+    h = hash64(tag, strlen(tag), h);
+    h = hash64(&k, sizeof k, h);
+    rng_seed(r, h);
+}
+
+/* ============================================================================
+ * Checkpoint files (HF layout). */
+
+/* Writes the checkpoint with checkpoint.c, then adds the training record to its "pulse"
+ * object (Provenance holds only the common fields). An interruption between the two
+ * leaves OUT.state in place, so a rerun rewrites both. */
+static void save_checkpoint(const char *out, const Model *m, const Tokenizer *tok, const Provenance *pv,
+                            Json *extra) {
+    ckpt_save(out, m, tok, NULL, pv);
+    char *p = xasprintf("%s/config.json", out);
+    Json *cfg = json_load(p);
+    Json *pj = json_get(cfg, "pulse");
+    CHECK(pj && pj->type == JSON_OBJECT);
+    for (size_t i = 0; i < extra->len; i++) {
+        json_set(pj, extra->keys[i], extra->items[i]);
+        extra->items[i] = NULL;
+    }
+    json_save(p, cfg);
+    json_free(cfg);
+    json_free(extra);           /* keys only: the values moved */
+    free(p);
+}
+
+/* The model of a checkpoint directory (validated by ckpt_load), detached from it. */
+static Model *load_checkpoint(const char *dir) {
+    Checkpoint *ck = ckpt_load(dir);
+    Model *m = ck->model;
+    ck->model = NULL;
+    ckpt_free(ck);
+    return m;
+}
+
+/* ============================================================================
+ * The item stream */
+
+typedef struct Stream {
+    const World *w;
+    const Item **items;         /* selected items, World order */
+    int n_items;
+    int *pres;                  /* [n_pres] item (index into items) of each presentation */
+    int n_pres;
+    int *order;                 /* [n_pres] the current epoch's shuffle of pres */
+    long epoch;                 /* epoch that order holds, -1 none */
+    uint64_t seed;
+} Stream;
+
+static void stream_init(Stream *s, const World *w, int stage, const int *exclude, int n_exclude, uint64_t seed) {
+    memset(s, 0, sizeof *s);
+    s->w = w;
+    s->seed = seed;
+    Select sel = {stage, FMT_ALL, MOD_ANY, exclude, n_exclude, 1};
+    if (n_exclude == 0) sel.people = NULL;
+    s->items = world_select(w, &sel, &s->n_items);
+    if (s->n_items == 0) die_input(w->dir, "no %s items to train on", stage_name(stage));
+    for (int i = 0; i < s->n_items; i++) s->n_pres += s->items[i]->repeat > 0 ? s->items[i]->repeat : 1;
+    s->pres = xmalloc((size_t)s->n_pres * sizeof *s->pres);
+    s->order = xmalloc((size_t)s->n_pres * sizeof *s->order);
+    int k = 0;
+    for (int i = 0; i < s->n_items; i++)
+        for (int r = 0; r < (s->items[i]->repeat > 0 ? s->items[i]->repeat : 1); r++) s->pres[k++] = i;
+    s->epoch = -1;
+}
+
+static void stream_free(Stream *s) {
+    free((void *)s->items);
+    free(s->pres);
+    free(s->order);
+}
+
+/* The item of example k (global example number). */
+static const Item *stream_item(Stream *s, long k) {
+    long e = k / s->n_pres;
+    if (e != s->epoch) {
+        memcpy(s->order, s->pres, (size_t)s->n_pres * sizeof *s->order);
+        Rng r;
+        stream_rng(&r, s->seed, "order", (uint64_t)e);
+        rng_shuffle_int(&r, s->order, s->n_pres);
+        s->epoch = e;
+    }
+    return s->items[s->order[k % s->n_pres]];
+}
+
+/* Per-step buffers, allocated once. */
+typedef struct Feed {
+    Batch bt;
+    float *pixels;              /* [batch][PIX] */
+    int ids[MAX_IDS];
+    char q[MAX_TEXT], a[MAX_TEXT];
+    const Item **items;         /* [batch] items of the current step (on_batch hook) */
+} Feed;
+
+/* Fills the batch of `step`: examples step*B .. step*B+B-1. Returns the tokens (merged
+ * positions) of its rows. */
+static long feed_step(Feed *f, Stream *s, const Tokenizer *tok, int n_patches, long step, int B) {
+    batch_clear(&f->bt);
+    long tokens = 0;
+    for (int b = 0; b < B; b++) {
+        long k = step * B + b;
+        const Item *it = stream_item(s, k);
+        f->items[b] = it;
+        Rng rr, ra;
+        stream_rng(&rr, s->seed, "render", (uint64_t)k);
+        stream_rng(&ra, s->seed, "aug", (uint64_t)k);
+        int has_image = 0;
+        if (item_render(it, &rr, f->q, sizeof f->q, f->a, sizeof f->a, &has_image) != 0)
+            die_internal("item %d renders longer than %d bytes", it->index, MAX_TEXT);
+        int start = 0;
+        int n = tok_encode_chat(tok, f->q, has_image, f->a, f->ids, MAX_IDS, &start);
+        if (n < 0) die_internal("item %d is longer than %d tokens", it->index, MAX_IDS);
+        const float *px = NULL;
+        if (has_image) {
+            float *dst = f->pixels + (size_t)b * PIX;
+            world_image_pixels(s->w, it->image, &ra, dst);
+            px = dst;
+        }
+        batch_add(&f->bt, f->ids, n, start, px);
+        tokens += n + (has_image ? n_patches - 1 : 0);
+    }
+    return tokens;
+}
+
+/* ============================================================================
+ * Training state (OUT.state): one binary file, written atomically. */
+
+typedef struct State {
+    long step;                  /* steps done */
+    long tokens;                /* tokens trained so far */
+    double seconds;             /* training time so far (all sessions) */
+    float ring[LOSS_RING];      /* losses of the last steps, ring by step % LOSS_RING */
+    int n_curve;
+    float curve[CURVE_MAX][2];  /* (step, mean loss since the previous point) */
+} State;
+
+typedef struct Buf { char *p; size_t n, cap; } Buf;
+static void buf_put(Buf *b, const void *x, size_t n) {
+    if (b->n + n > b->cap) {
+        b->cap = (b->n + n) * 2;
+        b->p = xrealloc(b->p, b->cap);
+    }
+    memcpy(b->p + b->n, x, n);
+    b->n += n;
+}
+/* A float block, or zeros when it does not exist yet (AdamW moments before step 1). */
+static void buf_floats(Buf *b, const float *x, size_t n) {
+    if (x) { buf_put(b, x, n * sizeof(float)); return; }
+    float z[256] = {0};
+    for (size_t i = 0; i < n; i += 256) buf_put(b, z, (n - i < 256 ? n - i : 256) * sizeof(float));
+}
+
+static void state_save(const char *path, uint64_t fp, const Model *m, const State *st) {
+    Buf b = {0};
+    buf_put(&b, STATE_MAGIC, 8);
+    buf_put(&b, &fp, sizeof fp);
+    buf_put(&b, st, sizeof *st);
+    buf_put(&b, &m->opt_step, sizeof m->opt_step);
+    uint64_t nf = m->n_floats, nl = m->lora.attached ? m->lora.n_floats : 0;
+    buf_put(&b, &nf, sizeof nf);
+    buf_put(&b, &nl, sizeof nl);
+    buf_floats(&b, m->w, nf);
+    buf_floats(&b, m->m, nf);
+    buf_floats(&b, m->v, nf);
+    if (nl) {
+        buf_floats(&b, m->lora.w, nl);
+        buf_floats(&b, m->lora.m, nl);
+        buf_floats(&b, m->lora.v, nl);
+    }
+    write_file_atomic(path, b.p, b.n);
+    free(b.p);
+}
+
+/* Restores a state written for fingerprint fp into m and st; returns 0 if the file is
+ * absent or belongs to another run (then nothing is changed). */
+static int state_load(const char *path, uint64_t fp, Model *m, State *st) {
+    if (!file_exists(path)) return 0;
+    size_t n;
+    char *p = read_file(path, &n);
+    uint64_t nf = m->n_floats, nl = m->lora.attached ? m->lora.n_floats : 0, fnf, fnl, ffp;
+    size_t head = 8 + sizeof ffp + sizeof *st + sizeof m->opt_step + 2 * sizeof(uint64_t);
+    size_t need = head + 3 * (nf + nl) * sizeof(float);
+    if (n < head || memcmp(p, STATE_MAGIC, 8) != 0) { free(p); return 0; }
+    size_t o = 8;
+    memcpy(&ffp, p + o, sizeof ffp); o += sizeof ffp;
+    if (ffp != fp) { free(p); return 0; }
+    State s;
+    long opt_step;
+    memcpy(&s, p + o, sizeof s); o += sizeof s;
+    memcpy(&opt_step, p + o, sizeof opt_step); o += sizeof opt_step;
+    memcpy(&fnf, p + o, sizeof fnf); o += sizeof fnf;
+    memcpy(&fnl, p + o, sizeof fnl); o += sizeof fnl;
+    if (fnf != nf || fnl != nl || n != need) { free(p); return 0; }
+    *st = s;
+    m->opt_step = opt_step;
+    size_t bytes = nf * sizeof(float);
+    if (!m->m) { m->m = xmalloc(bytes); m->v = xmalloc(bytes); }
+    memcpy(m->w, p + o, bytes); o += bytes;
+    memcpy(m->m, p + o, bytes); o += bytes;
+    memcpy(m->v, p + o, bytes); o += bytes;
+    if (nl) {
+        bytes = nl * sizeof(float);
+        if (!m->lora.m) { m->lora.m = xmalloc(bytes); m->lora.v = xmalloc(bytes); }
+        memcpy(m->lora.w, p + o, bytes); o += bytes;
+        memcpy(m->lora.m, p + o, bytes); o += bytes;
+        memcpy(m->lora.v, p + o, bytes); o += bytes;
+    }
+    CHECK(o == n);
+    free(p);
+    return 1;
+}
+
+/* ============================================================================
+ * train_run */
+
+/* The effective settings of a run (recipe + overrides). */
+typedef struct Plan {
+    Recipe r;
+    long steps;
+    const char *preset;
+} Plan;
+
+static Plan make_plan(const TrainOpts *o, const World *w, long n_pres) {
+    Plan p;
+    p.preset = o->preset ? o->preset : w->preset.name;
+    p.r = train_recipe(p.preset, o->stage);
+    if (o->epochs > 0) p.r.epochs = o->epochs;
+    if (o->batch > 0) p.r.batch = o->batch;
+    if (o->lr > 0) p.r.lr = o->lr;
+    if (o->warmup >= 0) p.r.warmup = o->warmup;
+    if (o->schedule >= 0) p.r.schedule = (LrKind)o->schedule;
+    if (o->mode >= 0) p.r.mode = (TrainMode)o->mode;
+    if (o->lora_r > 0) p.r.lora_r = o->lora_r;
+    if (o->lora_alpha > 0) p.r.lora_alpha = o->lora_alpha;
+    p.steps = o->steps > 0 ? o->steps : (long)ceil(p.r.epochs * (double)n_pres / p.r.batch);
+    if (p.steps < 1) p.steps = 1;
+    return p;
+}
+
+/* Everything that determines the bytes of the result, hashed: a saved state is only
+ * trusted by a run with the same fingerprint. */
+static uint64_t run_fingerprint(const TrainOpts *o, const World *w, const Plan *p, uint64_t base_hash) {
+    uint64_t h = HASH64_INIT;
+    h = hash64(&o->stage, sizeof o->stage, h);
+    h = hash64(&o->seed, sizeof o->seed, h);
+    h = hash64(&w->fingerprint, sizeof w->fingerprint, h);
+    h = hash64(&base_hash, sizeof base_hash, h);
+    h = hash64(&p->steps, sizeof p->steps, h);
+    char buf[256];
+    int n = snprintf(buf, sizeof buf, "%g %d %g %ld %d %g %g %d %d %g %s", p->r.epochs, p->r.batch,
+                     (double)p->r.lr, p->r.warmup, (int)p->r.schedule, (double)p->r.weight_decay,
+                     (double)p->r.clip, (int)p->r.mode, p->r.lora_r, (double)p->r.lora_alpha, p->r.lora_targets);
+    h = hash64(buf, (size_t)n, h);
+    for (int i = 0; i < o->n_exclude; i++) h = hash64(&o->exclude[i], sizeof o->exclude[i], h);
+    return h;
+}
+
+/* The training record beyond checkpoint.h's Provenance fields. */
+static Json *provenance_extra(const TrainOpts *o, const World *w, const Plan *p, const State *st,
+                        double final_loss, uint64_t base_hash) {
+    Json *j = json_new_object();
+    char hex[32];
+    json_set(j, "data_preset", json_new_string(w->preset.name));
+    if (o->base) {
+        snprintf(hex, sizeof hex, "%016llx", (unsigned long long)base_hash);
+        json_set(j, "base_weights_hash", json_new_string(hex));
+    }
+    json_set(j, "epochs", json_new_number(p->r.epochs));
+    json_set(j, "batch_size", json_new_number(p->r.batch));
+    json_set(j, "learning_rate", json_new_number(p->r.lr));
+    json_set(j, "warmup_steps", json_new_number((double)p->r.warmup));
+    json_set(j, "lr_scheduler", json_new_string(sched_name(p->r.schedule)));
+    json_set(j, "weight_decay", json_new_number(p->r.weight_decay));
+    json_set(j, "max_grad_norm", json_new_number(p->r.clip));
+    json_set(j, "finetuning", json_new_string(p->r.mode == TRAIN_LORA ? "lora_merged" : "full"));
+    if (p->r.mode == TRAIN_LORA) {
+        json_set(j, "lora_r", json_new_number(p->r.lora_r));
+        json_set(j, "lora_alpha", json_new_number(p->r.lora_alpha));
+        json_set(j, "lora_targets", json_new_string(p->r.lora_targets));
+    }
+    Json *ex = json_new_array();
+    for (int i = 0; i < o->n_exclude; i++) json_push(ex, json_new_number(w->people[o->exclude[i]].id));
+    json_set(j, "excluded_people", ex);
+    json_set(j, "tokens", json_new_number((double)st->tokens));
+    json_set(j, "final_loss", json_new_number(final_loss));
+    return j;
+}
+
+static void write_training_log(const char *out, const Plan *p, const State *st, double final_loss,
+                               long resumed_at) {
+    Json *j = json_new_object();
+    json_set(j, "steps", json_new_number((double)p->steps));
+    json_set(j, "tokens", json_new_number((double)st->tokens));
+    json_set(j, "seconds", json_new_number(round(st->seconds * 1000.0) / 1000.0));
+    json_set(j, "tokens_per_second", json_new_number(round(st->tokens / (st->seconds > 0 ? st->seconds : 1))));
+    json_set(j, "threads", json_new_number(kern_threads()));
+    json_set(j, "simd", json_new_string(kern_simd_name()));
+    json_set(j, "resumed_at_step", json_new_number((double)resumed_at));
+    json_set(j, "final_loss", json_new_number(final_loss));
+    Json *c = json_new_array();
+    for (int i = 0; i < st->n_curve; i++) {
+        Json *pt = json_new_array();
+        json_push(pt, json_new_number(st->curve[i][0]));
+        json_push(pt, json_new_number(st->curve[i][1]));
+        json_push(c, pt);
+    }
+    json_set(j, "loss_curve", c);
+    char *path = xasprintf("%s/training.json", out);
+    json_save(path, j);
+    free(path);
+    json_free(j);
+}
+
+int train_run(const TrainOpts *o) {
+    CHECK(o->stage == STAGE_PT || o->stage == STAGE_FT);
+    if (!o->out) die_input(NULL, "%s: --out is required", stage_name(o->stage));
+    if (o->stage == STAGE_FT && !o->base) die_input(NULL, "finetune: --base is required");
+    World *own = NULL;
+    const World *w = o->world;
+    if (!w) {
+        if (!o->data_dir) die_input(NULL, "%s: --data is required", stage_name(o->stage));
+        w = own = world_load(o->data_dir);
+    }
+    char *tok_path = xasprintf("%s/tokenizer.json", w->dir);
+    Tokenizer *tok = tok_load(tok_path);
+
+    /* The model: the base checkpoint, or a fresh init of the default config. */
+    Model *m;
+    uint64_t base_hash = 0;
+    if (o->base) {
+        m = load_checkpoint(o->base);
+        char *p = xasprintf("%s/model.safetensors", o->base);
+        base_hash = file_hash64(p);
+        free(p);
+        if (m->cfg.vocab_size != tok_vocab_size(tok))
+            die_input(o->base, "vocab_size %d, but the world's tokenizer has %d tokens", m->cfg.vocab_size,
+                      tok_vocab_size(tok));
+    } else {
+        LlavaConfig c = config_default();
+        c.vocab_size = tok_vocab_size(tok);
+        m = model_new(&c);
+        model_init(m, o->seed);
+    }
+
+    Stream s;
+    stream_init(&s, w, o->stage, o->exclude, o->n_exclude, o->seed);
+    Plan p = make_plan(o, w, s.n_pres);
+    const Recipe *r = &p.r;
+    if (r->mode == TRAIN_LORA) {
+        LoraConfig lc = {r->lora_r, r->lora_alpha, 0.0f, r->lora_targets, o->seed};
+        lora_attach(m, &lc);
+    }
+    model_set_train(m, r->mode, NULL);
+    AdamW opt = adamw_default();
+    opt.weight_decay = r->weight_decay;
+
+    /* Resume? */
+    uint64_t fp = run_fingerprint(o, w, &p, base_hash);
+    char *state_path = xasprintf("%s.state", o->out);
+    State st;
+    memset(&st, 0, sizeof st);
+    int resumed = state_load(state_path, fp, m, &st);
+    long resumed_at = resumed ? st.step : 0;
+    long stop_after = o->stop_after;
+    const char *env = getenv("PULSE_TRAIN_STOP_AFTER");
+    if (env && *env) stop_after = atol(env);
+    double every = o->state_every == 0 ? 30.0 : o->state_every;
+
+    /* Buffers: batch, pixels, tape. */
+    Feed f;
+    batch_init(&f.bt, r->batch, MAX_IDS, TOK_PAD);
+    f.pixels = xmalloc((size_t)r->batch * PIX * sizeof(float));
+    f.items = xmalloc((size_t)r->batch * sizeof *f.items);
+    Tape tp;
+    tape_init(&tp, (size_t)64 << 20);
+    ForwardOpts fo;
+    memset(&fo, 0, sizeof fo);
+
+    if (!o->quiet) {
+        fprintf(stderr, "%s: %d items (%d presentations an epoch), %ld steps of %d, lr %g %s, warm-up %ld, %s, "
+                "%zu trainable parameters%s\n",
+                stage_name(o->stage), s.n_items, s.n_pres, p.steps, r->batch, (double)r->lr,
+                sched_name(r->schedule), r->warmup, r->mode == TRAIN_LORA ? "LoRA" : "full",
+                model_num_trainable(m), resumed ? " (resumed)" : "");
+        if (resumed) fprintf(stderr, "%s: resuming at step %ld of %ld\n", stage_name(o->stage), st.step, p.steps);
+    }
+    Progress pr;
+    if (!o->quiet) progress_start(&pr, stage_name(o->stage), p.steps);
+    double t0 = now_seconds(), t_saved = t0, sec0 = st.seconds;
+    double curve_sum = 0.0;
+    int curve_n = 0;
+    long curve_every = p.steps / CURVE_MAX + 1;
+    int stopped = 0;
+    for (long step = st.step; step < p.steps; step++) {
+        long tokens = feed_step(&f, &s, tok, m->n_patches, step, r->batch);
+        if (o->on_batch) o->on_batch(o->ctx, step, f.items, r->batch);
+        float lr = lr_schedule(r->schedule, step, p.steps, r->warmup, r->lr);
+        model_zero_grad(m);
+        ForwardOut out = model_forward(m, &tp, &f.bt, &fo);
+        float loss = out.loss->data[0];
+        if (!isfinite(loss)) die_internal("%s: the loss is %g at step %ld (diverged)", stage_name(o->stage), loss, step);
+        tape_backward(&tp, out.loss);
+        model_clip_grad(m, r->clip);
+        model_adamw_step(m, &opt, lr);
+        tape_reset(&tp);
+
+        st.step = step + 1;
+        st.tokens += tokens;
+        st.ring[step % LOSS_RING] = loss;
+        curve_sum += loss;
+        curve_n++;
+        /* The curve is kept in the state, so points are on fixed steps. */
+        if (st.step % curve_every == 0 || st.step == p.steps) {
+            if (st.n_curve < CURVE_MAX) {
+                st.curve[st.n_curve][0] = (float)st.step;
+                st.curve[st.n_curve][1] = (float)(curve_sum / curve_n);
+                st.n_curve++;
+            }
+            curve_sum = 0.0;
+            curve_n = 0;
+        }
+        double now = now_seconds();
+        st.seconds = sec0 + (now - t0);
+        if (!o->quiet) {
+            char extra[64];
+            snprintf(extra, sizeof extra, "loss %.3f lr %.2e", loss, lr);
+            progress_update(&pr, st.step, extra);
+        }
+        int stop = stop_after > 0 && st.step >= stop_after && st.step < p.steps;
+        if (st.step < p.steps && (stop || (every > 0 && now - t_saved >= every))) {
+            state_save(state_path, fp, m, &st);
+            t_saved = now;
+        }
+        if (stop) { stopped = 1; break; }
+    }
+    /* Final loss: mean over the last LOSS_RING steps (or all when fewer). */
+    int nr = p.steps < LOSS_RING ? (int)p.steps : LOSS_RING;
+    double final_loss = 0.0;
+    for (int i = 0; i < nr; i++) final_loss += st.ring[i];
+    final_loss /= nr;
+    if (!o->quiet) {
+        char extra[64];
+        snprintf(extra, sizeof extra, "loss %.3f", final_loss);
+        progress_end(&pr, extra);
+    }
+    int rc = 0;
+    if (stopped) {
+        if (!o->quiet) fprintf(stderr, "%s: stopped after step %ld, state in %s\n", stage_name(o->stage), st.step, state_path);
+        rc = 3;
+    } else {
+        if (r->mode == TRAIN_LORA) lora_merge(m);
+        model_set_train(m, TRAIN_NONE, NULL);
+        char fph[32];
+        snprintf(fph, sizeof fph, "%016llx", (unsigned long long)w->fingerprint);
+        Provenance pv = {stage_name(o->stage), p.preset, o->seed, fph, p.steps};
+        save_checkpoint(o->out, m, tok, &pv, provenance_extra(o, w, &p, &st, final_loss, base_hash));
+        write_training_log(o->out, &p, &st, final_loss, resumed_at);
+        if (file_exists(state_path)) unlink(state_path);
+        if (!o->quiet)
+            fprintf(stderr, "%s: %ld steps, %ld tokens in %.1f s (%.0f tokens/s, %d threads), final loss %.4f -> %s\n",
+                    stage_name(o->stage), p.steps, st.tokens, st.seconds, st.tokens / (st.seconds > 0 ? st.seconds : 1),
+                    kern_threads(), final_loss, o->out);
+    }
+    tape_free(&tp);
+    batch_free(&f.bt);
+    free(f.pixels);
+    free(f.items);
+    free(state_path);
+    stream_free(&s);
+    model_free(m);
+    tok_free(tok);
+    free(tok_path);
+    if (own) world_free(own);
+    return rc;
+}
+
+/* ============================================================================
+ * People lists */
+
+static int cmp_int(const void *a, const void *b) {
+    int x = *(const int *)a, y = *(const int *)b;
+    return (x > y) - (x < y);
+}
+
+int *train_parse_people(const World *w, const char *spec, int *n) {
+    int cap = 16, k = 0;
+    int *out = xmalloc((size_t)cap * sizeof *out);
+    char *copy = xstrdup(spec), *save = NULL;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        while (*t == ' ') t++;
+        if (!*t) continue;
+        char *end;
+        long id = strtol(t, &end, 10);
+        if (*end == '\0') {
+            int pi = world_person_index(w, (int)id);
+            if (pi < 0) die_input(NULL, "--exclude-people: no person with ID %ld in %s", id, w->dir);
+            if (k == cap) out = xrealloc(out, (size_t)(cap *= 2) * sizeof *out);
+            out[k++] = pi;
+            continue;
+        }
+        const Split *sp = world_split(w, t);
+        if (!sp) die_input(NULL, "--exclude-people: '%s' is neither a person ID nor a split of %s", t, w->dir);
+        for (int i = 0; i < sp->n; i++) {
+            if (k == cap) out = xrealloc(out, (size_t)(cap *= 2) * sizeof *out);
+            out[k++] = sp->people[i];
+        }
+    }
+    free(copy);
+    qsort(out, (size_t)k, sizeof *out, cmp_int);
+    int u = 0;
+    for (int i = 0; i < k; i++)
+        if (u == 0 || out[u - 1] != out[i]) out[u++] = out[i];
+    *n = u;
+    return out;
+}
+
+/* ============================================================================
+ * Gates: multiple-choice accuracy, two scorings */
+
+#define EVAL_CHUNK 64
+
+double train_mc_accuracy(Model *m, const Tokenizer *tok, const World *w, EvalSource src,
+                         const int *people, int n_people, int modality, int scoring, int *n_items) {
+    int n = 0;
+    const EvalItem **ev = world_eval_select(w, src, people, n_people, TASK_BIT(TASK_MC), modality, &n);
+    *n_items = n;
+    if (n == 0) { free((void *)ev); return 0.0; }
+    int per = scoring == SCORE_LETTER ? 1 : DATA_MC_OPTIONS;    /* sequences per item */
+    int cap = EVAL_CHUNK * per;
+    int *ids = xmalloc((size_t)cap * MAX_IDS * sizeof *ids);
+    float *pix = xmalloc((size_t)EVAL_CHUNK * PIX * sizeof *pix);
+    GenItem *gi = xcalloc((size_t)cap, sizeof *gi);
+    GenResult *gr = xcalloc((size_t)cap, sizeof *gr);
+    ScoreItem *si = xcalloc((size_t)cap, sizeof *si);
+    ScoreResult *sr = xcalloc((size_t)cap, sizeof *sr);
+    int correct = 0;
+    for (int c0 = 0; c0 < n; c0 += EVAL_CHUNK) {
+        int cn = n - c0 < EVAL_CHUNK ? n - c0 : EVAL_CHUNK, ns = 0;
+        for (int i = 0; i < cn; i++) {
+            const EvalItem *e = ev[c0 + i];
+            int has_image = e->image >= 0;
+            const float *px = NULL;
+            if (has_image) {
+                world_image_pixels(w, e->image, NULL, pix + (size_t)i * PIX);
+                px = pix + (size_t)i * PIX;
+            }
+            if (scoring == SCORE_LETTER) {
+                int *d = ids + (size_t)ns * MAX_IDS;
+                int k = tok_encode_chat(tok, e->prompt, has_image, NULL, d, MAX_IDS, NULL);
+                CHECK(k > 0);
+                gi[ns++] = (GenItem){d, k, px};
+            } else {
+                for (int op = 0; op < e->n_options; op++) {
+                    int *d = ids + (size_t)ns * MAX_IDS, start = 0;
+                    int k = tok_encode_chat(tok, e->question, has_image, e->options[op], d, MAX_IDS, &start);
+                    CHECK(k > 0);
+                    si[ns++] = (ScoreItem){d, k, start, px};
+                }
+            }
+        }
+        if (scoring == SCORE_LETTER) {
+            model_generate(m, gi, ns, 2, gr);
+            for (int i = 0; i < cn; i++) {
+                char *txt = tok_decode(tok, gr[i].ids, gr[i].n, 1);
+                const char *t = txt;
+                while (*t && isspace((unsigned char)*t)) t++;
+                if (toupper((unsigned char)*t) == 'A' + ev[c0 + i]->correct) correct++;
+                free(txt);
+                gen_result_free(&gr[i]);
+            }
+        } else {
+            model_score(m, si, ns, 0, sr);
+            int j = 0;
+            for (int i = 0; i < cn; i++) {
+                const EvalItem *e = ev[c0 + i];
+                int best = -1;
+                double best_v = -INFINITY;
+                for (int op = 0; op < e->n_options; op++, j++) {
+                    /* Mean log-prob of the option's tokens; the closing EOS is not part of
+                     * the continuation (lm-eval-harness scores the option text only). */
+                    int k = sr[j].n - 1;
+                    double v = 0.0;
+                    for (int t = 0; t < k; t++) v += sr[j].logp[t];
+                    v = k > 0 ? v / k : -INFINITY;
+                    if (v > best_v) { best_v = v; best = op; }
+                    score_result_free(&sr[j]);
+                }
+                if (best == e->correct) correct++;
+            }
+        }
+    }
+    free(ids); free(pix); free(gi); free(gr); free(si); free(sr);
+    free((void *)ev);
+    return 100.0 * correct / n;
+}
+
+static void gate_add(GateReport *r, Model *m, const Tokenizer *tok, const World *w, const char *model_name,
+                     const char *set, EvalSource src, const int *people, int np, double threshold, int upper) {
+    static const struct { int mod; const char *name; } mods[] = {{MOD_IMAGE, "image+text"}, {MOD_TEXT, "text-only"}};
+    for (int mi = 0; mi < 2; mi++)
+        for (int sc = 0; sc < 2; sc++) {
+            CHECK(r->n < (int)(sizeof r->row / sizeof r->row[0]));
+            GateRow *g = &r->row[r->n];
+            int n = 0;
+            double v = train_mc_accuracy(m, tok, w, src, people, np, mods[mi].mod, sc, &n);
+            if (n == 0) continue;
+            snprintf(g->what, sizeof g->what, "%s %s %s", model_name, set, mods[mi].name);
+            g->scoring = sc;
+            g->value = v;
+            g->n = n;
+            g->threshold = threshold;
+            g->upper = upper;
+            g->pass = upper ? v <= threshold : v >= threshold;
+            r->n++;
+        }
+}
+
+int train_gates(Model *pt, Model *ft, const Tokenizer *tok, const World *w, GateReport *r, FILE *f) {
+    double t0 = now_seconds();
+    memset(r, 0, sizeof *r);
+    int nf = 0, nc = 0;
+    int *fict = world_people_of_kind(w, KIND_FICTITIOUS, &nf);
+    int *celeb = world_people_of_kind(w, KIND_CELEBRITY, &nc);
+    if (pt) {
+        gate_add(r, pt, tok, w, "base_pt", "celebrities", EVAL_PROFILE, celeb, nc, 85.0, 0);
+        gate_add(r, pt, tok, w, "base_pt", "genbench", EVAL_GENBENCH, NULL, 0, 85.0, 0);
+        gate_add(r, pt, tok, w, "base_pt", "fictitious", EVAL_PROFILE, fict, nf, 35.0, 1);
+    }
+    if (ft) {
+        gate_add(r, ft, tok, w, "base_ft", "fictitious", EVAL_PROFILE, fict, nf, 85.0, 0);
+        gate_add(r, ft, tok, w, "base_ft", "genbench", EVAL_GENBENCH, NULL, 0, 85.0, 0);
+    }
+    free(fict);
+    free(celeb);
+    r->all_pass = 1;
+    for (int i = 0; i < r->n; i++) r->all_pass &= r->row[i].pass;
+    r->seconds = now_seconds() - t0;
+    if (f) {
+        fprintf(f, "gates (multiple choice, %s world):\n", w->preset.name);
+        fprintf(f, "  %-36s %-10s %7s %5s %9s  %s\n", "model / set / modality", "scoring", "acc %", "n", "threshold", "result");
+        for (int i = 0; i < r->n; i++) {
+            const GateRow *g = &r->row[i];
+            fprintf(f, "  %-36s %-10s %7.1f %5d %3s %5.1f  %s\n", g->what,
+                    g->scoring == SCORE_LETTER ? "letter" : "likelihood", g->value, g->n, g->upper ? "<=" : ">=",
+                    g->threshold, g->pass ? "PASS" : "FAIL");
+        }
+        fprintf(f, "gates: %s (%.1f s)\n", r->all_pass ? "all PASS" : "some FAIL", r->seconds);
+    }
+    return r->all_pass;
+}
+
+/* ============================================================================
+ * Command line */
+
+static void usage(FILE *f, int stage) {
+    if (stage == STAGE_PT)
+        fprintf(f, "usage: pulse pretrain --data DIR --out CKPT [options]\n"
+                   "  Pre-trains base_pt from a random init (or --base CKPT) on the world's pre-training\n"
+                   "  items: scenes, general facts and the celebrities, in every format.\n");
+    else
+        fprintf(f, "usage: pulse finetune --data DIR --base CKPT --out CKPT [options]\n"
+                   "  Fine-tunes base_ft from base_pt on the fictitious people's items.\n");
+    fprintf(f, "options (defaults: the recipe of the world's preset, see docs/training.md):\n"
+               "  --data DIR            world directory (pulse data)\n"
+               "  --base CKPT           starting checkpoint%s\n"
+               "  --out CKPT            checkpoint directory to write (state in CKPT.state meanwhile)\n"
+               "  --preset P            recipe to use (tiny, small, paper; default: the world's)\n"
+               "  --seed S              init, data order, rendering, augmentation (default 1)\n"
+               "  --exclude-people L    comma list of person IDs and split names (forget_10, ...):\n"
+               "                        train without them (the oracles)\n"
+               "  --steps N             optimizer steps (default: epochs x presentations / batch)\n"
+               "  --epochs E  --batch B  --lr LR  --warmup N  --schedule constant|linear|cosine\n"
+               "  --mode full|lora  --lora-r R  --lora-alpha A   (LoRA is merged before saving)\n"
+               "  --state-every SEC     seconds between saved training states (default 30, 0: never)\n"
+               "  --no-gates            do not evaluate the gates after training\n"
+               "Restarting the same command after an interruption resumes from CKPT.state.\n",
+            stage == STAGE_PT ? " (default: random init)" : " (required)");
+}
+
+static int cmd_train(int stage, int argc, char **argv) {
+    Args a;
+    args_init(&a, stage_name(stage), argc, argv);
+    if (args_help(&a)) { usage(stdout, stage); args_free(&a); return 0; }
+    TrainOpts o = train_opts_default(stage);
+    o.data_dir = args_str(&a, "data", NULL);
+    o.base = args_str(&a, "base", NULL);
+    o.out = args_str(&a, "out", NULL);
+    o.preset = args_str(&a, "preset", NULL);
+    o.seed = (uint64_t)args_long(&a, "seed", 1, 0, 0x7fffffffffffffffL);
+    const char *ex = args_str(&a, "exclude-people", NULL);
+    o.steps = args_long(&a, "steps", 0, 0, 100000000L);
+    o.epochs = args_double(&a, "epochs", 0, 0, 1e6);
+    o.batch = (int)args_long(&a, "batch", 0, 0, 4096);
+    o.lr = (float)args_double(&a, "lr", 0, 0, 1);
+    o.warmup = args_long(&a, "warmup", -1, -1, 100000000L);
+    const char *sched = args_str(&a, "schedule", NULL);
+    const char *mode = args_str(&a, "mode", NULL);
+    o.lora_r = (int)args_long(&a, "lora-r", 0, 0, 4096);
+    o.lora_alpha = (float)args_double(&a, "lora-alpha", 0, 0, 1e6);
+    double every = args_double(&a, "state-every", 30, 0, 1e9);
+    o.state_every = every == 0 ? -1 : every;
+    int no_gates = args_flag(&a, "no-gates");
+    args_done(&a);
+    if (!o.data_dir) { usage(stderr, stage); die_input(NULL, "%s: --data is required", stage_name(stage)); }
+    if (!o.out) { usage(stderr, stage); die_input(NULL, "%s: --out is required", stage_name(stage)); }
+    if (stage == STAGE_FT && !o.base) { usage(stderr, stage); die_input(NULL, "finetune: --base is required"); }
+    if (sched) o.schedule = (int)lr_kind_parse(sched);
+    if (mode) {
+        if (strcmp(mode, "full") == 0) o.mode = TRAIN_FULL;
+        else if (strcmp(mode, "lora") == 0) o.mode = TRAIN_LORA;
+        else die_input(NULL, "%s: --mode must be full or lora, not '%s'", stage_name(stage), mode);
+    }
+    World *w = world_load(o.data_dir);
+    o.world = w;
+    int *people = NULL;
+    if (ex) {
+        people = train_parse_people(w, ex, &o.n_exclude);
+        o.exclude = people;
+    }
+    int rc = train_run(&o);
+    if (rc == 0 && !no_gates) {
+        Model *m = load_checkpoint(o.out);
+        char *tp = xasprintf("%s/tokenizer.json", o.out);
+        Tokenizer *tok = tok_load(tp);
+        GateReport gr;
+        train_gates(stage == STAGE_PT ? m : NULL, stage == STAGE_FT ? m : NULL, tok, w, &gr, stdout);
+        tok_free(tok);
+        free(tp);
+        model_free(m);
+    }
+    free(people);
+    world_free(w);
+    args_free(&a);
+    return rc;
+}
+
+int cmd_pretrain(int argc, char **argv) { return cmd_train(STAGE_PT, argc, argv); }
+int cmd_finetune(int argc, char **argv) { return cmd_train(STAGE_FT, argc, argv); }

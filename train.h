@@ -1,0 +1,129 @@
+/* train.h: pre-training (base_pt) and fine-tuning (base_ft) of the tiny LLaVA on a
+ * synthetic world, resumable and bit-reproducible, plus the gates that check that the
+ * base models know what the protocol will ask them to forget.
+ *
+ * The protocol driver calls train_run() in-process (and train_gates() on the results);
+ * `pulse pretrain` and `pulse finetune` are thin wrappers around them.
+ *
+ *   TrainOpts o = train_opts_default(STAGE_PT);
+ *   o.data_dir = "run/data"; o.out = "run/base_pt"; o.seed = 1;
+ *   train_run(&o);                        // writes run/base_pt/ (HF layout)
+ *
+ * Every field of TrainOpts that is 0 (or NULL) takes the value of the recipe for
+ * (world preset, stage) from the table in train.c; docs/training.md explains each row.
+ */
+#ifndef PULSE_TRAIN_H
+#define PULSE_TRAIN_H
+
+#include <stdint.h>
+#include <stdio.h>
+
+#include "data.h"
+#include "model.h"
+#include "tokenizer.h"
+
+/* A training recipe: one row of the table in train.c per (world preset, stage). */
+typedef struct Recipe {
+    const char *preset;         /* world preset name ("tiny", "small", "paper") */
+    int stage;                  /* STAGE_PT or STAGE_FT */
+    double epochs;              /* passes over the item stream (Item.repeat included) */
+    int batch;                  /* sequences per optimizer step */
+    float lr;                   /* peak learning rate */
+    long warmup;                /* linear warm-up steps */
+    LrKind schedule;            /* decay after warm-up */
+    float weight_decay;         /* AdamW decoupled weight decay */
+    float clip;                 /* global gradient-norm clip (<= 0: none) */
+    TrainMode mode;             /* TRAIN_FULL or TRAIN_LORA (then merged before saving) */
+    int lora_r;                 /* LoRA rank (TRAIN_LORA) */
+    float lora_alpha;           /* LoRA alpha (TRAIN_LORA) */
+    const char *lora_targets;   /* LoRA target spec (see LoraConfig.targets) */
+} Recipe;
+
+/* The recipe for (preset, stage); unknown presets fall back to the "small" row. */
+Recipe train_recipe(const char *preset, int stage);
+
+typedef struct TrainOpts {
+    int stage;                  /* STAGE_PT (from random init or base) or STAGE_FT (from base) */
+    const char *data_dir;       /* world directory (pulse data) */
+    const World *world;         /* an already loaded world (optional; else loaded from data_dir) */
+    const char *base;           /* base checkpoint dir; NULL: random init (pre-training only) */
+    const char *out;            /* checkpoint dir to write (state in OUT.state while training) */
+    const char *preset;         /* recipe name; NULL: the world's preset */
+    uint64_t seed;              /* init, data order, rendering, augmentation */
+    const int *exclude;         /* person indices (World.people) left out (oracles), or NULL */
+    int n_exclude;
+    /* Overrides of the recipe (0 / -1 = keep the recipe's value). */
+    long steps;                 /* optimizer steps (0: from epochs) */
+    double epochs;
+    int batch;
+    float lr;
+    long warmup;                /* -1: recipe */
+    int schedule;               /* -1: recipe, else an LrKind */
+    int mode;                   /* -1: recipe, else TRAIN_FULL or TRAIN_LORA */
+    int lora_r;
+    float lora_alpha;
+    /* Behaviour */
+    double state_every;         /* seconds between saved training states (0: 30 s; < 0: never) */
+    long stop_after;            /* test hook: save the state and return 3 after this many
+                                   steps (0: off; env PULSE_TRAIN_STOP_AFTER sets it too) */
+    int quiet;                  /* no progress bar or summary lines */
+    /* Test hook: called with the items of every batch before its step (may be NULL). */
+    void (*on_batch)(void *ctx, long step, const Item *const *items, int n);
+    void *ctx;
+} TrainOpts;
+
+/* Defaults for a stage: every override off, state every 30 s. */
+TrainOpts train_opts_default(int stage);
+
+/* Trains and writes the checkpoint o->out (config.json with a "pulse" provenance object,
+ * model.safetensors, tokenizer.json, preprocessor_config.json; plus training.json with the
+ * loss curve and timings, which are not part of the reproducible bytes). Resumes from
+ * OUT.state when it matches the same arguments, and removes it when done. Returns 0, or 3
+ * when stopped by stop_after (state saved). Bad input -> die_input (exit 2). */
+int train_run(const TrainOpts *o);
+
+/* Parses a comma list of person IDs (Person.id) and split names ("forget_10",
+ * "celebrity", ...) into person indices (malloc'ed, sorted, unique); count in *n. */
+int *train_parse_people(const World *w, const char *spec, int *n);
+
+/* ----------------------------------------------------------------------------
+ * Gates: multiple-choice accuracy of the base models, both scorings. */
+enum { SCORE_LETTER = 0, SCORE_LIKELIHOOD = 1 };
+
+typedef struct GateRow {
+    char what[64];              /* e.g. "base_ft fictitious image+text" */
+    int scoring;                /* SCORE_LETTER or SCORE_LIKELIHOOD */
+    double value;               /* accuracy in % */
+    int n;                      /* items */
+    double threshold;           /* % */
+    int upper;                  /* 1: value must be <= threshold, 0: >= */
+    int pass;
+} GateRow;
+
+typedef struct GateReport {
+    int n;
+    GateRow row[24];
+    int all_pass;
+    double seconds;             /* evaluation time */
+} GateReport;
+
+/* MC accuracy (%) of m on the world's evaluation items of src about people (NULL: all of
+ * src) in that modality (MOD_IMAGE / MOD_TEXT / MOD_ANY); *n_items gets the count.
+ * SCORE_LETTER: greedy generation, first non-space character upper-cased must be the
+ * correct letter (MLLMU-Bench). SCORE_LIKELIHOOD: each option's text scored as the answer
+ * to the question stem, mean log-prob per token, the best must be the correct option. */
+double train_mc_accuracy(Model *m, const Tokenizer *tok, const World *w, EvalSource src,
+                         const int *people, int n_people, int modality, int scoring, int *n_items);
+
+/* The gates of issue 5 for whichever models are given (either may be NULL): base_pt on
+ * the celebrities (>= 85), genbench (>= 85), the fictitious people (<= 35); base_ft on the
+ * fictitious people (>= 85) and genbench (>= 85); each modality and both scorings. Prints
+ * the table to f when f != NULL. Returns all_pass. */
+int train_gates(Model *pt, Model *ft, const Tokenizer *tok, const World *w, GateReport *r, FILE *f);
+
+/* `pulse pretrain --data DIR --out CKPT [...]` and `pulse finetune --data DIR --base CKPT
+ * --out CKPT [...]`. */
+int cmd_pretrain(int argc, char **argv);
+int cmd_finetune(int argc, char **argv);
+
+#endif
