@@ -192,7 +192,8 @@ long json_get_int(const Json *obj, const char *key, long def, long lo, long hi, 
     if (!v) return def;
     if (v->type != JSON_NUMBER || v->number != floor(v->number))
         die_input(path, "\"%s\" must be an integer", key);
-    if (v->number < (double)lo || v->number > (double)hi)
+    /* compare before converting: (long) of an out-of-range double is undefined */
+    if (!(v->number >= (double)lo && v->number <= (double)hi && fabs(v->number) < 9e18))
         die_input(path, "\"%s\" = %.17g is outside [%ld, %ld]", key, v->number, lo, hi);
     return (long)v->number;
 }
@@ -981,6 +982,8 @@ uint32_t adler32_update(uint32_t adler, const uint8_t *p, size_t n) {
 /* ----------------------------------------------------------------------------
  * PNG writer */
 
+#define IMAGE_MAX_SIDE 16384    /* both ways: we never write what we would refuse to read */
+
 static void put_be32(Buf *b, uint32_t x) {
     unsigned char t[4] = {(unsigned char)(x >> 24), (unsigned char)(x >> 16), (unsigned char)(x >> 8), (unsigned char)x};
     buf_putn(b, t, 4);
@@ -996,7 +999,7 @@ static void png_chunk(Buf *b, const char *type, const unsigned char *data, size_
 }
 
 void png_write(const char *path, int w, int h, const uint8_t *rgb) {
-    CHECK(w > 0 && h > 0 && w <= 1 << 15 && h <= 1 << 15 && rgb);
+    CHECK(w > 0 && h > 0 && w <= IMAGE_MAX_SIDE && h <= IMAGE_MAX_SIDE && rgb);
     size_t row = 1 + (size_t)w * 3, raw_n = row * (size_t)h;
     /* the raw scanlines: filter type 0 (None) then the pixels */
     unsigned char *raw = xmalloc(raw_n);
@@ -1209,8 +1212,6 @@ static void zlib_inflate(const char *path, const uint8_t *in, size_t in_n, uint8
 
 /* ----------------------------------------------------------------------------
  * PNG and PPM readers */
-
-#define IMAGE_MAX_SIDE 16384
 
 static uint32_t be32(const uint8_t *p) { return (uint32_t)p[0] << 24 | (uint32_t)p[1] << 16 | (uint32_t)p[2] << 8 | p[3]; }
 

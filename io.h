@@ -62,7 +62,8 @@ long json_get_int(const Json *obj, const char *key, long def, long lo, long hi, 
 char *json_dump(const Json *j, int indent);
 /* Writes one JSON string literal (quotes and escapes) to f. */
 void json_write_string(FILE *f, const char *s);
-/* Shortest decimal that parses back to the same double ("1e-05", "0.1", "3"). */
+/* Shortest decimal that parses back to the same double ("1e-05", "0.1", "3"); buf needs
+ * n >= 32. Non-finite values are written as null (JSON has no NaN/Infinity). */
 void json_format_number(char *buf, size_t n, double x);
 /* Decodes one UTF-8 sequence at s[0..n): returns its length (1-4) and the code point,
  * or 0 if it is invalid (overlong, surrogate, > U+10FFFF, truncated). */

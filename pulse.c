@@ -13,9 +13,12 @@
 #include "eval.h"
 #include "io.h"
 #include "model.h"
+#include "protocol.h"
+#include "report.h"
 #include "tensor.h"
 #include "tokenizer.h"
 #include "train.h"
+#include "unlearn.h"
 
 typedef struct Command {
     const char *name;
@@ -35,7 +38,10 @@ static const Command commands[] = {
     {"pretrain", cmd_pretrain, "pretrain --data DIR --out CKPT [--preset P] [--seed S]   train base_pt"},
     {"finetune", cmd_finetune, "finetune --data DIR --base CKPT --out CKPT   train base_ft from base_pt"},
     {"tokenize", cmd_tokenize, "tokenize (--tokenizer FILE | --model CKPT) TEXT...   token ids as JSON"},
+    {"unlearn", cmd_unlearn, "unlearn --data DIR --model CKPT --method M --setting finetuned|pretrained --out DIR [...]   one unlearning operation"},
     {"eval", cmd_eval, "eval --data DIR --model CKPT [--adapter DIR] [--sets ...] --out DIR   every metric, results.json"},
+    {"run", cmd_run, "run [--preset tiny|small|paper] [--seed S] [--out RUN_DIR] [--methods L] [--settings L]   the whole PULSE protocol, resumable"},
+    {"report", cmd_report, "report RUN_DIR   report.md, results.csv, results.json, plots/ of a run"},
     {"inspect", cmd_inspect, "inspect [--tensors] FILE_OR_DIR...   what a checkpoint/adapter/tokenizer/dataset/image is"},
 };
 static const int n_commands = (int)(sizeof commands / sizeof commands[0]);
