@@ -28,7 +28,7 @@ else
 endif
 # -ffp-contract=off: the compiler may not fuse a*b+c on its own, so the reference path
 # rounds the same way at every optimisation level; SIMD kernels use FMA explicitly.
-CFLAGS += -ffp-contract=off
+CFLAGS += -ffp-contract=off -fno-math-errno
 ifeq ($(NATIVE),1)
   CFLAGS += $(shell $(CC) -march=native -E -x c /dev/null >/dev/null 2>&1 && echo -march=native)
 endif

@@ -68,7 +68,7 @@ void ckpt_check_tokenizer(const LlavaConfig *c, const Tokenizer *tok, const char
 void ckpt_save(const char *dir, const Model *m, const Tokenizer *tok, const Preproc *pre, const Provenance *prov);
 /* Reads and validates a checkpoint directory. */
 Checkpoint *ckpt_load(const char *dir);
-void ckpt_free(Checkpoint *ck);
+void ckpt_free(Checkpoint *ck);                      /* model, tokenizer and strings */
 /* model.safetensors alone: write (atomic), and strict read into a model of the right config. */
 void model_save_weights(const char *path, const Model *m);
 void model_load_weights(Model *m, const char *path);

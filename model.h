@@ -166,6 +166,7 @@ Model *model_new(const LlavaConfig *c);
  * Llama and projector Linear/Embedding ~ N(0, initializer_range); CLIP as HF's
  * CLIPPreTrainedModel (factor 1); norms 1; biases 0. */
 void model_init(Model *m, uint64_t seed);
+/* Frees the model, its adapters, grads, moments and inference arena. */
 void model_free(Model *m);
 /* A deep copy of the weights and LoRA adapters (no grads, no optimizer state,
  * TRAIN_NONE): the frozen reference for KL / NPO / RMU. */
@@ -193,8 +194,10 @@ typedef struct Batch {
     const float **pixels;       /* [cap_B] CHW pixels of the row's image, or NULL */
 } Batch;
 
+/* An empty batch with room for cap_B rows of cap_T text tokens. */
 void batch_init(Batch *b, int cap_B, int cap_T, int pad_id);
 void batch_free(Batch *b);
+/* Removes every row (keeps the capacity). */
 void batch_clear(Batch *b);
 /* Appends a row: ids[0..n), the loss on every token from ids[answer_start] to the end
  * (answer + EOS; answer_start = 1 for a whole-sequence loss, n for none). Returns the
@@ -285,6 +288,7 @@ void lora_attach(Model *m, const LoraConfig *cfg);
 void lora_attach_modules(Model *m, int r, float alpha, float dropout, const int *ids, int n);
 /* W += (alpha/r) B A for every adapter, then detaches them (PEFT merge_and_unload). */
 void lora_merge(Model *m);
+/* Drops the adapters without merging (back to the base model). */
 void lora_detach(Model *m);
 /* PEFT module name of adapter i: the base weight's name without ".weight". */
 void lora_module_name(const Model *m, int i, char *buf, size_t n);
@@ -300,6 +304,7 @@ typedef struct KvCache {
     int *len;                   /* [B] positions filled */
 } KvCache;
 
+/* A cache for B rows of cap merged positions each. */
 void kv_init(KvCache *kv, const LlavaConfig *c, int B, int cap);
 void kv_free(KvCache *kv);
 /* Runs the prompts of bt (targets ignored) and fills kv rows 0..B-1; writes the logits of
@@ -321,7 +326,7 @@ typedef struct GenResult {
 } GenResult;
 /* Batched greedy decoding of n items, each until EOS or max_new new tokens. */
 void model_generate(Model *m, const GenItem *items, int n, int max_new, GenResult *out);
-void gen_result_free(GenResult *r);
+void gen_result_free(GenResult *r);                 /* frees r->ids */
 
 enum { SCORE_MOMENTS = 1, SCORE_ROWS = 2 };
 typedef struct ScoreItem {
@@ -341,7 +346,7 @@ typedef struct ScoreResult {
 } ScoreResult;
 /* Teacher-forced per-token log-probs of each item's answer, batched. flags: SCORE_*. */
 void model_score(Model *m, const ScoreItem *items, int n, int flags, ScoreResult *out);
-void score_result_free(ScoreResult *r);
+void score_result_free(ScoreResult *r);             /* frees the arrays of r */
 
 /* `pulse bench train`: tokens/s of full and LoRA training steps. */
 int cmd_bench_train(int argc, char **argv);

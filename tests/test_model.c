@@ -17,6 +17,10 @@
 #include "../tensor.h"
 #include "test.h"
 
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
 /* A tiny config: GQA (4 heads, 2 kv heads), 4 patches, penultimate vision features. */
 static LlavaConfig tiny(void) {
     LlavaConfig c = config_default();
@@ -87,8 +91,9 @@ static int spans(Model *m, Span *s) {
 }
 
 /* Whole-model check: g . d against (L(w + eps d) - L(w - eps d)) / 2 eps, d random. */
-static void gradcheck(TrainMode mode, int images, const char *what) {
+static void gradcheck(TrainMode mode, int images, int tied, const char *what) {
     LlavaConfig c = tiny();
+    c.tie_word_embeddings = tied;
     Model *m = model_new(&c);
     model_init(m, 7);
     if (mode == TRAIN_LORA) {
@@ -567,6 +572,59 @@ static void test_overfit(void) {
     model_free(m);
 }
 
+/* A few full + LoRA training steps and a generation: the bytes of the result. */
+static uint64_t train_digest(void) {
+    LlavaConfig c = tiny();
+    c.hidden_size = 64; c.intermediate_size = 96; c.v_hidden_size = 32;
+    c.vocab_size = 2100;                     /* big enough for the parallel paths (AdamW, clipping) */
+    Model *m = model_new(&c);
+    model_init(m, 31);
+    model_set_train(m, TRAIN_FULL, NULL);
+    Batch bt;
+    make_batch(&bt, &c, 1);
+    Tape tp;
+    tape_init(&tp, 1 << 20);
+    AdamW o = adamw_default();
+    for (int s = 0; s < 6; s++) {
+        if (s == 3) {
+            LoraConfig lc = {4, 8.0f, 0.0f, "llm,projector", 1};
+            lora_attach(m, &lc);
+            model_set_train(m, TRAIN_LORA, NULL);
+        }
+        model_zero_grad(m);
+        ForwardOut f = model_forward(m, &tp, &bt, NULL);
+        tape_backward(&tp, f.loss);
+        tape_reset(&tp);
+        model_clip_grad(m, 0.5);
+        model_adamw_step(m, &o, 1e-2f);
+    }
+    uint64_t h = hash64(m->w, m->n_floats * sizeof(float), HASH64_INIT);
+    h = hash64(m->lora.w, m->lora.n_floats * sizeof(float), h);
+    GenItem gi[3];
+    for (int b = 0; b < 3; b++) gi[b] = (GenItem){bt.ids + (size_t)b * bt.cap_T, bt.len[b], bt.pixels[b]};
+    GenResult gr[3];
+    model_generate(m, gi, 3, 20, gr);
+    for (int b = 0; b < 3; b++) { h = hash64(gr[b].ids, (size_t)gr[b].n * sizeof(int), h); gen_result_free(&gr[b]); }
+    tape_free(&tp);
+    batch_free(&bt);
+    model_free(m);
+    return h;
+}
+
+static void test_threads(void) {
+#ifdef _OPENMP
+    int nt = omp_get_max_threads();
+    omp_set_num_threads(1);
+    uint64_t one = train_digest();
+    omp_set_num_threads(nt > 1 ? nt : 2);
+    uint64_t many = train_digest();
+    omp_set_num_threads(nt);
+    TEST(one == many, "training + generation bit-identical with 1 and %d threads", nt > 1 ? nt : 2);
+#else
+    TEST(train_digest() == train_digest(), "training + generation deterministic");
+#endif
+}
+
 /* config_from_json on text must exit 2 (bad) or 0 (good). */
 static int config_exit(const char *text) {
     fflush(stdout);
@@ -630,10 +688,11 @@ int main(void) {
     test_table();
     test_config();
     test_trainable();
-    gradcheck(TRAIN_FULL, 1, "full+image");
-    gradcheck(TRAIN_FULL, 0, "full text-only");
-    gradcheck(TRAIN_LORA, 1, "lora+image");
-    gradcheck(TRAIN_LORA, 0, "lora text-only");
+    gradcheck(TRAIN_FULL, 1, 0, "full+image");
+    gradcheck(TRAIN_FULL, 0, 0, "full text-only");
+    gradcheck(TRAIN_FULL, 1, 1, "full+image, tied embeddings");
+    gradcheck(TRAIN_LORA, 1, 0, "lora+image");
+    gradcheck(TRAIN_LORA, 0, 0, "lora text-only");
     test_kv(0);
     test_kv(1);
     test_lora_identity_merge();
@@ -641,6 +700,7 @@ int main(void) {
     test_score_generate();
     test_optimizer();
     test_overfit();
+    test_threads();
     for (int i = 0; i < 3; i++) free(g_pix[i]);
     return test_summary();
 }
