@@ -20,9 +20,13 @@
  *      decoding stops at the first complete non-space character. That is the same
  *      prediction as decoding 50 tokens (byte-level decoding is prefix-stable), at ~1/20
  *      of the cost. eval_mc_decided() states the rule exactly.
- *   2. Teacher-forced scoring (mc_likelihood options, QA answers) through model_score,
- *      sorted by merged length; the QA answer rows also return the per-position moments
- *      of log p that Min-K%++ needs (SCORE_MOMENTS).
+ *   2. Teacher-forced scoring (mc_likelihood options, QA answers). An MC item's four
+ *      options and its QA twin's six answers follow the same prompt (question + image),
+ *      so each distinct prompt is prefilled once, its KV-cache row copied to one row per
+ *      continuation, and the continuations teacher-forced with decode steps: ~3x fewer
+ *      positions than scoring every sequence whole. --exact-scoring runs model_score on
+ *      every sequence instead (same numbers to ~1e-6; tested). Per position: log p of the
+ *      target, argmax (memorisation) and, for answers, the moments Min-K%++ needs.
  * - Per-item values go into Rec.v[metric] (NAN = not computed); aggregation is a pass over
  *   the records per (set, metric, modality). The per-item truth ratios and membership
  *   scores of the forget, test and holdout sets are kept in results.json ("per_item",
@@ -185,13 +189,13 @@ int *eval_parse_people(const World *w, const char *spec, int *n) {
 
 Json *eval_load_results(const char *path) {
     struct stat st;
-    if (stat(path, &st) == 0 && S_ISDIR(st.st_mode)) {
-        char *p = xasprintf("%s/results.json", path);
-        Json *j = json_load(p);
-        free(p);
-        return j;
-    }
-    return json_load(path);
+    char *p = stat(path, &st) == 0 && S_ISDIR(st.st_mode) ? xasprintf("%s/results.json", path) : xstrdup(path);
+    Json *j = json_load(p);
+    const Json *f = json_get(j, "format");
+    if (!f || f->type != JSON_STRING || strcmp(f->string, RESULTS_FORMAT) != 0)
+        die_input(p, "not the results.json of pulse eval (format is not \"%s\")", RESULTS_FORMAT);
+    free(p);
+    return j;
 }
 
 /* ----------------------------------------------------------------------------
@@ -262,6 +266,7 @@ typedef struct Ctx {
     int max_new, batch;
     double mink_k;
     int quiet;
+    int exact;                  /* score with model_score (full forward) instead of shared prompts */
     Rec *rec;
     int n_rec, cap_rec;
     int *rec_of;                /* [w->n_eval] record index or -1 */
@@ -431,11 +436,11 @@ typedef struct GenJob {
     int mc;                     /* multiple choice: stop once the letter is decided */
 } GenJob;
 
-typedef struct GenRow {         /* one live row of a decoding batch */
-    int *out, n;
-    char *text;
+typedef struct GenRow {         /* one row of a decoding batch */
+    int *out, n;                /* generated ids (EOS excluded) */
+    char *text;                 /* their bytes so far, special ids skipped (NUL-terminated) */
     size_t len, cap;
-    int eos, done;
+    int eos;                    /* stopped by EOS */
 } GenRow;
 
 /* Orders jobs by merged length, then by record (a total order: deterministic batches). */
@@ -505,8 +510,8 @@ static void decode_batch(Ctx *c, GenJob *jobs, int nb) {
         r->gen_done = 1;
         r->n_gen = g[i].n;
         r->eos = g[i].eos;
-        r->generated = tok_decode(c->tok, g[i].out, g[i].n, 1);
-        free(g[i].out); free(g[i].text);
+        r->generated = g[i].text;                   /* == tok_decode(out, n, skip_special) */
+        free(g[i].out);
     }
     free(g); free(logits); free(rows); free(tok);
     kv_free(&kv);
@@ -528,15 +533,57 @@ static void run_generation(Ctx *c, GenJob *jobs, int n) {
 }
 
 /* ----------------------------------------------------------------------------
- * Teacher-forced scoring */
+ * Teacher-forced scoring
+ *
+ * Two paths compute the same numbers. The exact path runs every sequence through
+ * model_score (the full forward). The shared path (default) uses that many sequences
+ * share their prompt: an MC item's four options and its QA twin's six answers all follow
+ * the same question and image. Each distinct prompt is prefilled once into a KV cache,
+ * its cache row is copied to one row per continuation, and the continuations are
+ * teacher-forced one token per step with model_decode_step (KV-cache decoding equals the
+ * full forward to ~1e-6, a model contract). This runs ~3x fewer positions. */
 
 enum { JOB_OPTION, JOB_QA };
 
 typedef struct ScoreJob {
     int rec, kind, slot;        /* JOB_OPTION: slot = option; JOB_QA: SLOT_* */
-    int *ids, n, start, merged;
+    int *ids, n, start, merged; /* prompt ids[0..start), scored ids[start..n) */
+    int image;                  /* world image index or -1 (prompt identity) */
     const float *pix;
 } ScoreJob;
+
+/* Per-position outputs of one scored continuation (answer slot only keeps them all). */
+typedef struct TokenStats {
+    double *lp, *mu, *sigma;    /* log p(target), Min-K%++ moments (sigma clamped as OU) */
+    int *am;                    /* argmax prediction */
+} TokenStats;
+
+static int want_moments(const ScoreJob *j) { return j->kind == JOB_QA && j->slot == SLOT_ANSWER; }
+
+/* The answer's memorisation and membership scores, over the answer tokens without the
+ * final EOS prediction (open-unlearning's tokenwise_logprobs: labelled positions minus the
+ * last one). T = scored tokens including EOS. */
+static void answer_scores(Ctx *c, Rec *r, const ScoreJob *j, const TokenStats *ts, int T) {
+    int Tm = T - 1;
+    CHECKF(Tm >= 1, "QA answer of %d tokens", T);
+    const int *target = j->ids + j->start;
+    r->v[M_EM] = exact_memorization(ts->am, target, Tm);
+    r->v[M_ES] = extraction_strength(ts->am, target, Tm);
+    r->v[M_MINK] = mia_min_k(ts->lp, Tm, c->mink_k);
+    r->v[M_MINKPP] = mia_min_k_pp(ts->lp, ts->mu, ts->sigma, Tm, c->mink_k);
+}
+
+/* Routes one finished continuation into its record. */
+static void job_done(Ctx *c, const ScoreJob *j, double sum, int T, const TokenStats *ts) {
+    Rec *r = &c->rec[j->rec];
+    CHECK(T > 0);
+    double mean = sum / T;                      /* mean log-prob per token */
+    if (j->kind == JOB_OPTION) r->opt_ll[j->slot] = mean;
+    else {
+        r->slot_nll[j->slot] = -mean;
+        if (j->slot == SLOT_ANSWER) answer_scores(c, r, j, ts, T);
+    }
+}
 
 static int cmp_scorejob(const void *a, const void *b) {
     const ScoreJob *x = a, *y = b;
@@ -546,57 +593,200 @@ static int cmp_scorejob(const void *a, const void *b) {
     return x->slot - y->slot;
 }
 
-/* The answer's memorisation and membership scores, over the answer tokens without the
- * final EOS prediction (open-unlearning's tokenwise_logprobs: labelled positions minus the
- * last one). */
-static void answer_scores(Ctx *c, Rec *r, const ScoreJob *j, const ScoreResult *s) {
-    int T = s->n - 1;                       /* drop the EOS position */
-    CHECKF(T >= 1, "QA answer of %d tokens", s->n);
-    double *lp = xmalloc((size_t)T * sizeof *lp), *mu = xmalloc((size_t)T * sizeof *mu);
-    double *sg = xmalloc((size_t)T * sizeof *sg);
-    for (int t = 0; t < T; t++) {
-        lp[t] = s->logp[t];
-        mu[t] = s->mu[t];
-        double sd = s->sigma[t];
-        sg[t] = sd * sd < 1e-6 ? 1e-3 : sd;         /* OU: sigma^2 clamped to >= 1e-6 */
-    }
-    const int *target = j->ids + j->start;
-    r->v[M_EM] = exact_memorization(s->argmax, target, T);
-    r->v[M_ES] = extraction_strength(s->argmax, target, T);
-    r->v[M_MINK] = mia_min_k(lp, T, c->mink_k);
-    r->v[M_MINKPP] = mia_min_k_pp(lp, mu, sg, T, c->mink_k);
-    free(lp); free(mu); free(sg);
-}
-
-static void run_scoring(Ctx *c, ScoreJob *jobs, int n, int flags) {
-    if (n == 0) return;
-    double t0 = now_seconds();
+/* Exact path: model_score on every sequence, sorted by length, moments only where needed. */
+static void score_exact(Ctx *c, ScoreJob *jobs, int n) {
     qsort(jobs, (size_t)n, sizeof *jobs, cmp_scorejob);
     ScoreItem *items = xmalloc((size_t)SCORE_CHUNK_JOBS * sizeof *items);
     ScoreResult *res = xmalloc((size_t)SCORE_CHUNK_JOBS * sizeof *res);
-    for (int i0 = 0; i0 < n; i0 += SCORE_CHUNK_JOBS) {
-        int nb = n - i0 < SCORE_CHUNK_JOBS ? n - i0 : SCORE_CHUNK_JOBS;
-        for (int i = 0; i < nb; i++) {
-            const ScoreJob *j = &jobs[i0 + i];
-            items[i] = (ScoreItem){j->ids, j->n, j->start, j->pix};
-            c->st.score_tokens += j->merged;
-        }
-        model_score(c->m, items, nb, flags, res);
-        for (int i = 0; i < nb; i++) {
-            const ScoreJob *j = &jobs[i0 + i];
-            Rec *r = &c->rec[j->rec];
-            CHECK(res[i].n > 0);
-            double mean = res[i].sum / res[i].n;     /* mean log-prob per token */
-            if (j->kind == JOB_OPTION) r->opt_ll[j->slot] = mean;
-            else {
-                r->slot_nll[j->slot] = -mean;
-                if (j->slot == SLOT_ANSWER) answer_scores(c, r, j, &res[i]);
+    int *idx = xmalloc((size_t)SCORE_CHUNK_JOBS * sizeof *idx);
+    for (int pass = 0; pass < 2; pass++) {          /* pass 0: with moments */
+        int i = 0;
+        while (i < n) {
+            int nb = 0;
+            for (; i < n && nb < SCORE_CHUNK_JOBS; i++) {
+                if (want_moments(&jobs[i]) != (pass == 0)) continue;
+                const ScoreJob *j = &jobs[i];
+                items[nb] = (ScoreItem){j->ids, j->n, j->start, j->pix};
+                idx[nb++] = i;
+                c->st.score_tokens += j->merged;
             }
-            score_result_free(&res[i]);
+            if (nb == 0) break;
+            model_score(c->m, items, nb, pass == 0 ? SCORE_MOMENTS : 0, res);
+            for (int b = 0; b < nb; b++) {
+                const ScoreJob *j = &jobs[idx[b]];
+                TokenStats ts = {0};
+                int T = res[b].n;
+                if (pass == 0) {
+                    ts.lp = xmalloc((size_t)T * sizeof(double)); ts.mu = xmalloc((size_t)T * sizeof(double));
+                    ts.sigma = xmalloc((size_t)T * sizeof(double));
+                    ts.am = res[b].argmax;
+                    for (int t = 0; t < T; t++) {
+                        double sd = res[b].sigma[t];
+                        ts.lp[t] = res[b].logp[t];
+                        ts.mu[t] = res[b].mu[t];
+                        ts.sigma[t] = sd * sd < 1e-6 ? 1e-3 : sd;   /* OU: sigma^2 >= 1e-6 */
+                    }
+                }
+                job_done(c, j, res[b].sum, T, &ts);
+                free(ts.lp); free(ts.mu); free(ts.sigma);
+                score_result_free(&res[b]);
+            }
+            work_tick(c, nb);
         }
-        work_tick(c, nb);
     }
-    free(items); free(res);
+    free(items); free(res); free(idx);
+}
+
+/* Orders jobs by prompt identity (image, prompt ids), so equal prompts are adjacent. */
+static int cmp_prompt_key(const ScoreJob *x, const ScoreJob *y) {
+    if (x->image != y->image) return (x->image > y->image) - (x->image < y->image);
+    if (x->start != y->start) return (x->start > y->start) - (x->start < y->start);
+    return memcmp(x->ids, y->ids, (size_t)x->start * sizeof *x->ids);
+}
+
+static int cmp_prompt(const void *a, const void *b) {
+    const ScoreJob *x = a, *y = b;
+    int d = cmp_prompt_key(x, y);
+    if (d) return d;
+    if (x->rec != y->rec) return (x->rec > y->rec) - (x->rec < y->rec);
+    if (x->kind != y->kind) return x->kind - y->kind;
+    return x->slot - y->slot;
+}
+
+typedef struct PromptGroup {
+    int first, n;               /* jobs[first .. first+n) share the prompt */
+    int merged;                 /* merged prompt length */
+} PromptGroup;
+
+static int cmp_group(const void *a, const void *b) {
+    const PromptGroup *x = a, *y = b;
+    if (x->merged != y->merged) return (x->merged > y->merged) - (x->merged < y->merged);
+    return (x->first > y->first) - (x->first < y->first);
+}
+
+#define SHARED_ROWS 128         /* continuations teacher-forced together */
+#define SHARED_PROMPTS 64       /* prompts prefilled together */
+
+/* Copies cache row src to row dst in every layer (and its length). Relies only on the
+ * [L][B][...] order of model.h's KvCache: each (layer, row) owns kvd * cap consecutive
+ * floats of k and of v, whatever their order inside. */
+static void kv_copy_row(KvCache *kv, int dst, int src) {
+    if (dst == src) return;
+    size_t blk = (size_t)kv->kvd * kv->cap;
+    for (int l = 0; l < kv->L; l++) {
+        memcpy(kv->k + ((size_t)l * kv->B + dst) * blk, kv->k + ((size_t)l * kv->B + src) * blk, blk * sizeof(float));
+        memcpy(kv->v + ((size_t)l * kv->B + dst) * blk, kv->v + ((size_t)l * kv->B + src) * blk, blk * sizeof(float));
+    }
+    kv->len[dst] = kv->len[src];
+}
+
+/* Scores the continuations of groups g[0..ng): one prefill per prompt, copied cache rows. */
+static void score_groups(Ctx *c, const ScoreJob *jobs, const PromptGroup *g, int ng) {
+    const LlavaConfig *cfg = &c->m->cfg;
+    int V = cfg->vocab_size, R = 0, maxP = 1, maxPM = 1, maxC = 1;
+    for (int k = 0; k < ng; k++) {
+        R += g[k].n;
+        const ScoreJob *j0 = &jobs[g[k].first];
+        if (j0->start > maxP) maxP = j0->start;
+        if (g[k].merged > maxPM) maxPM = g[k].merged;
+        for (int i = 0; i < g[k].n; i++) {
+            int T = jobs[g[k].first + i].n - jobs[g[k].first + i].start;
+            if (T > maxC) maxC = T;
+        }
+    }
+    /* 1. prefill the distinct prompts */
+    Batch bt;
+    batch_init(&bt, ng, maxP, cfg->pad_token_id);
+    for (int k = 0; k < ng; k++) {
+        const ScoreJob *j0 = &jobs[g[k].first];
+        batch_add(&bt, j0->ids, j0->start, j0->start, j0->pix);
+        c->st.score_tokens += g[k].merged;
+    }
+    /* Rows 0..ng-1 get the prompts; then each group's row is copied to its continuation
+     * rows off..off+n-1. Going backwards, a source row g is never overwritten before it
+     * is read: later groups only write rows >= their offset > g. */
+    KvCache kr;
+    kv_init(&kr, cfg, R, maxPM + maxC);
+    float *logits0 = xmalloc((size_t)ng * V * sizeof(float)), *logits = xmalloc((size_t)R * V * sizeof(float));
+    model_prefill(c->m, &kr, &bt, logits0);
+    const ScoreJob **rj = xmalloc((size_t)R * sizeof *rj);
+    int *rg = xmalloc((size_t)R * sizeof *rg), *off = xmalloc((size_t)ng * sizeof *off);
+    for (int k = 0, r = 0; k < ng; k++) {
+        off[k] = r;
+        for (int i = 0; i < g[k].n; i++, r++) { rj[r] = &jobs[g[k].first + i]; rg[r] = k; }
+    }
+    for (int k = ng - 1; k >= 0; k--)
+        for (int i = g[k].n - 1; i >= 0; i--) kv_copy_row(&kr, off[k] + i, k);
+    free(off);
+    /* 2. teacher-force: position t's logits come from the prompt (t = 0) or from feeding
+     *    token t-1 */
+    double *sum = xcalloc((size_t)R, sizeof *sum);
+    TokenStats *ts = xcalloc((size_t)R, sizeof *ts);
+    for (int r = 0; r < R; r++)
+        if (want_moments(rj[r])) {
+            int T = rj[r]->n - rj[r]->start;
+            ts[r].lp = xmalloc((size_t)T * sizeof(double)); ts[r].mu = xmalloc((size_t)T * sizeof(double));
+            ts[r].sigma = xmalloc((size_t)T * sizeof(double)); ts[r].am = xmalloc((size_t)T * sizeof(int));
+        }
+    int *rows = xmalloc((size_t)R * sizeof *rows), *tok = xmalloc((size_t)R * sizeof *tok);
+    for (int t = 0; t < maxC; t++) {
+        int na = 0;
+        for (int r = 0; r < R; r++)
+            if (rj[r]->n - rj[r]->start > t) { rows[na] = r; tok[na++] = t ? rj[r]->ids[rj[r]->start + t - 1] : 0; }
+        if (t > 0) {
+            model_decode_step(c->m, &kr, rows, tok, na, logits);
+            c->st.score_tokens += na;
+        }
+        for (int a = 0; a < na; a++) {
+            int r = rows[a], y = rj[r]->ids[rj[r]->start + t];
+            const float *z = t ? logits + (size_t)a * V : logits0 + (size_t)rg[r] * V;
+            double lp = logprob_at(z, V, y);
+            sum[r] += lp;
+            if (ts[r].lp) {
+                ts[r].lp[t] = lp;
+                ts[r].am[t] = argmax_row(z, V);
+                minkpp_moments(z, V, &ts[r].mu[t], &ts[r].sigma[t]);
+            }
+        }
+    }
+    for (int r = 0; r < R; r++) {
+        job_done(c, rj[r], sum[r], rj[r]->n - rj[r]->start, &ts[r]);
+        free(ts[r].lp); free(ts[r].mu); free(ts[r].sigma); free(ts[r].am);
+    }
+    free(ts); free(sum); free(rows); free(tok); free(rj); free(rg); free(logits0); free(logits);
+    kv_free(&kr);
+    batch_free(&bt);
+}
+
+/* Shared path: group the jobs by prompt, then batch groups of similar prompt length. */
+static void score_shared(Ctx *c, ScoreJob *jobs, int n) {
+    qsort(jobs, (size_t)n, sizeof *jobs, cmp_prompt);
+    PromptGroup *g = xmalloc((size_t)n * sizeof *g);
+    int ng = 0;
+    for (int i = 0; i < n; i++) {
+        if (i == 0 || cmp_prompt_key(&jobs[i - 1], &jobs[i]) != 0) {
+            int img = jobs[i].image >= 0;
+            g[ng++] = (PromptGroup){i, 0, merged_len(c, jobs[i].start, img)};
+        }
+        g[ng - 1].n++;
+    }
+    qsort(g, (size_t)ng, sizeof *g, cmp_group);
+    int k = 0;
+    while (k < ng) {
+        int k1 = k, rows = 0;
+        while (k1 < ng && k1 - k < SHARED_PROMPTS && (rows == 0 || rows + g[k1].n <= SHARED_ROWS)) rows += g[k1++].n;
+        score_groups(c, jobs, g + k, k1 - k);
+        work_tick(c, rows);
+        k = k1;
+    }
+    free(g);
+}
+
+static void run_scoring(Ctx *c, ScoreJob *jobs, int n) {
+    if (n == 0) return;
+    double t0 = now_seconds();
+    if (c->exact) score_exact(c, jobs, n);
+    else score_shared(c, jobs, n);
     c->st.score_sequences += n;
     c->st.score_seconds += now_seconds() - t0;
 }
@@ -604,16 +794,18 @@ static void run_scoring(Ctx *c, ScoreJob *jobs, int n, int flags) {
 /* ----------------------------------------------------------------------------
  * Running everything, then the per-item metrics */
 
+/* Builds every decoding and scoring job of the records, runs them, and turns the raw
+ * outputs into per-item metrics (Rec.v). */
 static void ctx_run(Ctx *c) {
-    int ng = 0, no = 0, nq = 0;
+    int ng = 0, ns = 0, cap_s = 0;
     GenJob *gj = xmalloc((size_t)(c->n_rec + 1) * sizeof *gj);
-    ScoreJob *oj = NULL, *qj = NULL;            /* options (no moments), QA answers (moments) */
-    int cap_o = 0, cap_q = 0;
+    ScoreJob *sj = NULL;
     for (int i = 0; i < c->n_rec; i++) {
         Rec *r = &c->rec[i];
         const EvalItem *e = r->e;
         int img = e->image >= 0;
         const float *pix = ctx_pixels(c, e->image);
+        /* greedy decoding of the rendered prompt: mc (letter), cloze, gen */
         int gen = (e->task == TASK_MC && (c->tasks & EVAL_MC)) || (e->task == TASK_CLOZE && (c->tasks & EVAL_CLOZE)) ||
                   (e->task == TASK_GEN && (c->tasks & EVAL_GEN));
         if (gen) {
@@ -622,57 +814,49 @@ static void ctx_run(Ctx *c) {
             j->ids = encode_chat(c->tok, r->prompt, img, NULL, &j->n, NULL);
             j->merged = merged_len(c, j->n, img);
         }
-        if (e->task == TASK_MC && (c->tasks & EVAL_MC_LIKELIHOOD)) {
-            /* each option's text as the answer to the stem, without EOS (lm-eval style) */
-            for (int o = 0; o < e->n_options; o++) {
-                if (no == cap_o) { cap_o = cap_o ? 2 * cap_o : 1024; oj = xrealloc(oj, (size_t)cap_o * sizeof *oj); }
-                ScoreJob *j = &oj[no++];
-                j->rec = i; j->kind = JOB_OPTION; j->slot = o; j->pix = pix;
-                j->ids = encode_chat(c->tok, e->question, img, e->options[o], &j->n, &j->start);
-                j->n--;                                  /* drop </s> */
-                CHECK(j->n > j->start);
-                j->merged = merged_len(c, j->n, img);
-            }
-        }
+        /* teacher-forced continuations of the bare question: 4 options or 2 + m answers */
+        int n_cont = 0;
+        if (e->task == TASK_MC && (c->tasks & EVAL_MC_LIKELIHOOD)) n_cont = e->n_options;
         if (e->task == TASK_QA && (c->tasks & EVAL_PROB)) {
             CHECKF(e->paraphrased_answer && e->n_perturbed >= 1, "QA item without paraphrase or perturbed answers");
-            int ns = SLOT_PERT + e->n_perturbed;
-            r->slot_nll = xmalloc((size_t)ns * sizeof *r->slot_nll);
-            for (int s = 0; s < ns; s++) {
+            n_cont = SLOT_PERT + e->n_perturbed;
+            r->slot_nll = xmalloc((size_t)n_cont * sizeof *r->slot_nll);
+        }
+        for (int s = 0; s < n_cont; s++) {
+            if (ns == cap_s) { cap_s = cap_s ? 2 * cap_s : 1024; sj = xrealloc(sj, (size_t)cap_s * sizeof *sj); }
+            ScoreJob *j = &sj[ns++];
+            j->rec = i; j->slot = s; j->pix = pix; j->image = e->image;
+            if (e->task == TASK_MC) {
+                /* each option's text as the answer to the stem, without EOS (lm-eval style) */
+                j->kind = JOB_OPTION;
+                j->ids = encode_chat(c->tok, e->question, img, e->options[s], &j->n, &j->start);
+                j->n--;                                  /* drop </s> */
+            } else {
+                /* answer + </s>: the EOS is part of the scored answer (OU label construction) */
                 const char *ans = s == SLOT_ANSWER ? e->answer : s == SLOT_PARA ? e->paraphrased_answer
                                                                                : e->perturbed[s - SLOT_PERT];
-                ScoreJob *j;
-                if (s == SLOT_ANSWER) {
-                    if (nq == cap_q) { cap_q = cap_q ? 2 * cap_q : 1024; qj = xrealloc(qj, (size_t)cap_q * sizeof *qj); }
-                    j = &qj[nq++];
-                } else {
-                    if (no == cap_o) { cap_o = cap_o ? 2 * cap_o : 1024; oj = xrealloc(oj, (size_t)cap_o * sizeof *oj); }
-                    j = &oj[no++];
-                }
-                j->rec = i; j->kind = JOB_QA; j->slot = s; j->pix = pix;
-                /* answer + </s>: the EOS is part of the scored answer (OU label construction) */
+                j->kind = JOB_QA;
                 j->ids = encode_chat(c->tok, e->question, img, ans, &j->n, &j->start);
-                j->merged = merged_len(c, j->n, img);
             }
+            CHECK(j->n > j->start && j->start >= 1);
+            j->merged = merged_len(c, j->n, img);
         }
     }
-    c->work_total = ng + no + nq;
+    c->work_total = ng + ns;
     c->work_done = 0;
     if (!c->quiet) progress_start(&c->pr, "eval", c->work_total);
     run_generation(c, gj, ng);
-    run_scoring(c, qj, nq, SCORE_MOMENTS);
-    run_scoring(c, oj, no, 0);
+    run_scoring(c, sj, ns);
     if (!c->quiet) {
         char extra[96];
         snprintf(extra, sizeof extra, "(%ld generated tokens)", c->st.gen_tokens);
         progress_end(&c->pr, extra);
     }
     for (int i = 0; i < ng; i++) free(gj[i].ids);
-    for (int i = 0; i < no; i++) free(oj[i].ids);
-    for (int i = 0; i < nq; i++) free(qj[i].ids);
-    free(gj); free(oj); free(qj);
+    for (int i = 0; i < ns; i++) free(sj[i].ids);
+    free(gj); free(sj);
 
-    /* per-item metrics from the raw outputs */
+    /* per-item metrics from the raw outputs (formulas: metrics.c, docs/metrics.md) */
     static const char letters[] = "ABCDEFGH";
     for (int i = 0; i < c->n_rec; i++) {
         Rec *r = &c->rec[i];
@@ -700,6 +884,8 @@ static void ctx_run(Ctx *c) {
             r->v[M_ROUGEL_RECALL] = rs.rougeL.recall;
             r->v[M_BLEU] = bleu_sentence(e->answer, r->response);
         } else if (e->task == TASK_QA && r->slot_nll) {
+            /* slot_nll holds mean NLLs per token: P = exp(-mean NLL) is TOFU's
+             * length-normalised probability */
             int m = e->n_perturbed;
             double nll = r->slot_nll[SLOT_ANSWER], p = exp(-nll);
             double *pert = r->slot_nll + SLOT_PERT, *pp = xmalloc((size_t)m * sizeof *pp);
@@ -720,8 +906,9 @@ static void ctx_run(Ctx *c) {
 static int rec_mod(const Rec *r) { return r->e->image >= 0 ? MOD_IMG : MOD_TXT; }
 static int in_mod(const Rec *r, int md) { return md == MOD_ALL || rec_mod(r) == md; }
 
-/* Sets whose truth ratios should be far from the truth (open-unlearning's forget
- * aggregator); every other set uses the retain aggregator. */
+/* Sets meant to be forgotten take open-unlearning's forget aggregator of the truth ratio
+ * (mean min(R, 1/R): 1 = no preference for the true answer); the others take the retain
+ * aggregator (mean max(0, 1 - R): 1 = the true answer always preferred). */
 static int forget_like(int s) { return s == EVAL_SET_FORGET || s == EVAL_SET_TEST || s == EVAL_SET_CELEB_FORGET; }
 
 /* Values of metric k over the records of set s in modality md; malloc'ed, count in *n. */
@@ -778,6 +965,37 @@ static Json *aggregate_sets(const Ctx *c, unsigned sets) {
         }
     }
     return js;
+}
+
+/* genbench_categories.<category>.<mc|mc_likelihood> = {"value", "n"}: general capability
+ * per question kind (count, shape, colour, position: image; fact: text), in order of first
+ * appearance. NULL when genbench was not evaluated. */
+static Json *aggregate_categories(const Ctx *c) {
+    Json *j = NULL;
+    static const int ks[2] = {M_MC, M_MCLL};
+    for (int i = 0; i < c->n_rec; i++) {
+        const char *cat = c->rec[i].e->category;
+        if (!cat || !(c->rec[i].sets & EVAL_SET_BIT(EVAL_SET_GENBENCH))) continue;
+        if (j && json_get(j, cat)) continue;
+        Json *o = json_new_object();
+        for (int q = 0; q < 2; q++) {
+            MetricAgg a = {0};
+            for (int r = i; r < c->n_rec; r++) {
+                const Rec *rr = &c->rec[r];
+                if (rr->e->category && strcmp(rr->e->category, cat) == 0 && !isnan(rr->v[ks[q]]) &&
+                    (rr->sets & EVAL_SET_BIT(EVAL_SET_GENBENCH)))
+                    agg_add(&a, rr->v[ks[q]]);
+            }
+            if (a.n == 0) continue;
+            Json *v = json_new_object();
+            jset_num(v, "value", agg_mean(&a) * 100.0);
+            json_set(v, "n", json_new_number((double)a.n));
+            json_set(o, minfo[ks[q]].name, v);
+        }
+        if (!j) j = json_new_object();
+        json_set(j, cat, o);
+    }
+    return j;
 }
 
 /* Membership inference, forget (members) vs holdout (non-members): ROC AUC per score and
@@ -926,13 +1144,14 @@ static void aggregate_oracle(const Ctx *c, const Json *oracle, const char *opath
         OracleSet os;
         if (!(sets & EVAL_SET_BIT(s)) || !oracle_set(oracle, set_names[s], path, &os)) continue;
         for (int md = 0; md < N_MODS; md++) {
+            /* TOFU forget quality: KS between the two truth-ratio samples of the same items */
             int n = match_oracle(c, s, &os, 0, md, a, b);
             if (n == 0) continue;
             KsResult ks = ks_2samp(a, n, b, n);
             if (!fq) {
                 fq = json_new_object();
                 json_set(fq, "oracle", opath ? json_new_string(opath) : json_new_null());
-                json_set(fq, "statistic", json_new_string("scipy ks_2samp, two-sided, method auto"));
+                json_set(fq, "ks", json_new_string("scipy ks_2samp, two-sided, method auto"));
             }
             Json *o = json_new_object();
             jset_num(o, "value", ks.pvalue);
@@ -945,6 +1164,7 @@ static void aggregate_oracle(const Ctx *c, const Json *oracle, const char *opath
     }
     if (fq) json_set(res, "forget_quality", fq);
 
+    /* PrivLeak: both AUCs on the same (matched) forget and holdout items, per score */
     OracleSet of, oh;
     Json *pl = NULL;
     if ((sets & EVAL_SET_BIT(EVAL_SET_FORGET)) && (sets & EVAL_SET_BIT(EVAL_SET_HOLDOUT)) &&
@@ -976,6 +1196,8 @@ static void aggregate_oracle(const Ctx *c, const Json *oracle, const char *opath
         oracle_set_free(&of);
     }
     if (pl) json_set(res, "privleak", pl);
+    if (!fq)                                        /* worth a line even when quiet */
+        fprintf(stderr, "pulse: eval: %s: no forget-set item matches the oracle's per_item: no forget quality\n", path);
     free(a); free(b);
 }
 
@@ -1107,6 +1329,8 @@ static void print_table(FILE *f, const Json *res, unsigned sets) {
         cell(f, res_value(js, set_names[s], "truth_ratio", "all", NULL), 7, 3);
         fputc('\n', f);
     }
+    fprintf(f, "(accuracies in %%; TR: truth ratio, closer_to_1_better on forget/test/celebrity_forget, "
+               "true_better elsewhere)\n");
     const Json *mia = json_get(res, "mia");
     if (mia) {
         fprintf(f, "MIA AUC forget vs holdout (all):");
@@ -1227,6 +1451,8 @@ static Json *settings_json(const World *w, const EvalOptions *o, unsigned sets, 
     json_set(j, "few_shot_seed", json_new_number((double)o->seed));
     json_set(j, "few_shot_pool", json_new_string(o->few_shot ? "text-only items of the holdout people" : "none"));
     jset_num(j, "mink_k", o->mink_k);
+    json_set(j, "scoring", json_new_string(o->exact_scoring ? "model_score (full forward per sequence)"
+                                                            : "shared prompts: one prefill, KV-cache continuations"));
     json_set(j, "mc_rule", json_new_string("MLLMU-Bench: first character of the stripped response, upper-cased, "
                                            "must be an option letter; decoding stops once it is decided"));
     json_set(j, "mc_likelihood_rule", json_new_string("best mean log-prob per token of the option text as the answer "
@@ -1245,6 +1471,7 @@ static Json *settings_json(const World *w, const EvalOptions *o, unsigned sets, 
 
 Json *eval_run(Model *m, const Tokenizer *tok, const World *w, const EvalOptions *o, EvalStats *st) {
     double t0 = now_seconds();
+    /* 1. options -> people per set -> deduplicated records -> model work */
     if (o->max_new < 1) die_input(NULL, "eval: max_new must be >= 1 (it is %d)", o->max_new);
     if (o->few_shot < 0) die_input(NULL, "eval: few_shot must be >= 0");
     if (!(o->mink_k > 0 && o->mink_k <= 1)) die_input(NULL, "eval: Min-K%% k must be in (0, 1]");
@@ -1254,6 +1481,7 @@ Json *eval_run(Model *m, const Tokenizer *tok, const World *w, const EvalOptions
 
     Ctx c;
     ctx_init(&c, m, tok, w, o->tasks, o->max_new, o->batch, o->mink_k, o->quiet);
+    c.exact = o->exact_scoring;
     if (o->few_shot > 0) ctx_fewshot(&c, o->few_shot, o->seed, sp.p[EVAL_SET_HOLDOUT], sp.n[EVAL_SET_HOLDOUT]);
     for (int s = 0; s < EVAL_N_SETS; s++) {
         if (!(sets & EVAL_SET_BIT(s))) continue;
@@ -1262,7 +1490,7 @@ Json *eval_run(Model *m, const Tokenizer *tok, const World *w, const EvalOptions
     }
     ctx_run(&c);
 
-    /* results.json */
+    /* 2. results.json: provenance, settings, aggregates, oracle comparisons, per-item */
     Json *res = json_new_object();
     json_set(res, "format", json_new_string(RESULTS_FORMAT));
     json_set(res, "version", json_new_number(RESULTS_VERSION));
@@ -1283,23 +1511,22 @@ Json *eval_run(Model *m, const Tokenizer *tok, const World *w, const EvalOptions
     json_set(res, "world", jw);
     json_set(res, "settings", settings_json(w, o, sets, &sp));
     json_set(res, "sets", aggregate_sets(&c, sets));
+    Json *cats = aggregate_categories(&c);
+    if (cats) json_set(res, "genbench_categories", cats);
     Json *mia = aggregate_mia(&c);
     if (mia) json_set(res, "mia", mia);
     if (o->oracle) aggregate_oracle(&c, o->oracle, o->oracle_path, sets, res);
     Json *pi = per_item(&c, sets);
     if (pi) json_set(res, "per_item", pi);
 
+    /* 3. files; results.json last, so a reader that finds it finds the others too */
     c.st.seconds = now_seconds() - t0;
     if (o->out_dir) {
         make_dirs(o->out_dir);
-        char *p = xasprintf("%s/results.json", o->out_dir);
-        json_save(p, res);
+        char *p = xasprintf("%s/predictions.jsonl", o->out_dir);
+        if (o->predictions) write_predictions(&c, p);
+        else unlink(p);                             /* never leave another run's predictions */
         free(p);
-        if (o->predictions) {
-            p = xasprintf("%s/predictions.jsonl", o->out_dir);
-            write_predictions(&c, p);
-            free(p);
-        }
         Json *t = json_new_object();
         json_set(t, "items", json_new_number(c.st.items));
         json_set(t, "gen_sequences", json_new_number(c.st.gen_sequences));
@@ -1317,6 +1544,9 @@ Json *eval_run(Model *m, const Tokenizer *tok, const World *w, const EvalOptions
         json_save(p, t);
         free(p);
         json_free(t);
+        p = xasprintf("%s/results.json", o->out_dir);
+        json_save(p, res);
+        free(p);
     }
     if (o->table) print_table(o->table, res, sets);
     if (st) *st = c.st;
@@ -1368,6 +1598,7 @@ static void eval_usage(void) {
            "  --seed S             few-shot seed (0)\n"
            "  --mink-k K           k of Min-K%% and Min-K%%++ (0.4)\n"
            "  --batch B            sequences decoded together (64)\n"
+           "  --exact-scoring      teacher-force with full forwards (model_score), not shared prompts\n"
            "  --no-predictions     skip predictions.jsonl\n"
            "  --quiet              no progress lines\n");
 }
@@ -1389,6 +1620,7 @@ int cmd_eval(int argc, char **argv) {
     o.mink_k = args_double(&a, "mink-k", 0.4, 1e-9, 1.0);
     o.batch = (int)args_long(&a, "batch", 64, 1, 4096);
     o.predictions = !args_flag(&a, "no-predictions");
+    o.exact_scoring = args_flag(&a, "exact-scoring");
     o.quiet = args_flag(&a, "quiet");
     const char *oracle = args_str(&a, "oracle", NULL);
     const char *forget = args_str(&a, "forget", NULL), *retain = args_str(&a, "retain", NULL);
@@ -1396,6 +1628,7 @@ int cmd_eval(int argc, char **argv) {
     const char *cr = args_str(&a, "celeb-retain", NULL), *hold = args_str(&a, "holdout", NULL);
     args_done(&a);
 
+    /* the world first: people specs name its splits and IDs */
     World *w = world_load(data);
     int *pf = forget ? eval_parse_people(w, forget, &o.n_forget) : NULL;
     int *pr = retain ? eval_parse_people(w, retain, &o.n_retain) : NULL;
@@ -1404,6 +1637,7 @@ int cmd_eval(int argc, char **argv) {
     int *pcr = cr ? eval_parse_people(w, cr, &o.n_celeb_retain) : NULL;
     int *ph = hold ? eval_parse_people(w, hold, &o.n_holdout) : NULL;
     o.forget = pf; o.retain = pr; o.celebrity = pc; o.celeb_forget = pcf; o.celeb_retain = pcr; o.holdout = ph;
+    /* the adapter stays attached (PEFT semantics: W x + scale B A x in every matmul) */
     Checkpoint *ck = ckpt_load(model);
     if (adapter) adapter_load(adapter, ck->model);
     Json *oj = oracle ? eval_load_results(oracle) : NULL;
@@ -1430,7 +1664,7 @@ int cmd_bench_eval(int argc, char **argv) {
     args_init(&a, "bench eval", argc, argv);
     if (args_help(&a)) {
         printf("usage: pulse bench eval [--preset small] [--data DIR] [--model CKPT] [--sets LIST] [--tasks LIST]\n"
-               "                        [--max-new N] [--batch B]\n"
+               "                        [--max-new N] [--batch B] [--exact-scoring]\n"
                "A full evaluation (every set, every task unless narrowed) of CKPT, or of a random model\n"
                "(config_default) when no model is given, on DIR or on a world generated into a temporary\n"
                "directory; prints items/s and generated tokens/s. A random model never emits EOS, so its\n"
@@ -1444,9 +1678,11 @@ int cmd_bench_eval(int argc, char **argv) {
     EvalOptions o = eval_options_default();
     o.max_new = (int)args_long(&a, "max-new", 50, 1, 4096);
     o.batch = (int)args_long(&a, "batch", 64, 1, 4096);
+    o.exact_scoring = args_flag(&a, "exact-scoring");
     if (sets) o.sets = eval_parse_sets(sets);
     if (tasks) o.tasks = eval_parse_tasks(tasks);
     args_done(&a);
+    /* a fresh world in a temporary directory unless one is given */
     char tmp[64] = {0};
     if (!data) {
         const Preset *p = preset_find(preset);
@@ -1479,7 +1715,7 @@ int cmd_bench_eval(int argc, char **argv) {
     printf("eval bench (%s, %d threads, %s model, %s world):\n", kern_simd_name(), kern_threads(),
            model ? model : "random", w->preset.name ? w->preset.name : "?");
     printf("  %ld items in %.2f s: %.0f items/s\n", st.items, st.seconds, st.items / st.seconds);
-    printf("  decoding: %ld prompts, %ld generated tokens in %.2f s: %.0f tokens/s\n", st.gen_sequences,
+    printf("  decoding (prefill included): %ld prompts, %ld generated tokens in %.2f s: %.0f tokens/s\n", st.gen_sequences,
            st.gen_tokens, st.gen_seconds, st.gen_tokens / (st.gen_seconds > 0 ? st.gen_seconds : 1e-9));
     printf("  scoring: %ld sequences in %.2f s: %.0f sequences/s\n", st.score_sequences, st.score_seconds,
            st.score_sequences / (st.score_seconds > 0 ? st.score_seconds : 1e-9));

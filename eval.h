@@ -74,6 +74,9 @@ typedef struct EvalOptions {
     uint64_t seed;              /* draws the few-shot examples */
     double mink_k;              /* k of Min-K% and Min-K%++ (0.4) */
     int batch;                  /* sequences decoded together (64) */
+    int exact_scoring;          /* teacher-force every sequence with model_score (the full
+                                   forward) instead of prefilling each shared prompt once and
+                                   continuing from its KV cache (same numbers to ~1e-6, ~3x slower) */
     const Json *oracle;         /* results of the oracle (retrained without the forget people):
                                    forget quality and PrivLeak; NULL: not computed */
     const char *oracle_path;    /* recorded in the results */

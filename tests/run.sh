@@ -3,6 +3,9 @@
 # up their "N passed, N failed" lines. Exits non-zero if anything failed or crashed.
 # Usage: tests/run.sh BUILD_DIR TEST_BINARY...
 build=$1; shift
+# Idle OpenMP threads sleep instead of spinning: a shared or loaded machine otherwise
+# slows the tests down many times over (results do not depend on it).
+export OMP_WAIT_POLICY=${OMP_WAIT_POLICY:-passive}
 tp=0; tf=0
 for t in "$@"; do
   out=$("$t" 2>&1); rc=$?

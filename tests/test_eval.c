@@ -345,6 +345,64 @@ static void test_end_to_end(void) {
     TEST(json_get_number(json_get(r3, "settings"), "few_shot", 0, "t") == 2, "few-shot recorded");
     json_free(r3);
 
+    /* shared-prompt scoring == full-forward scoring (model_score), item by item */
+    EvalOptions o4 = eval_options_default();
+    o4.tasks = EVAL_MC_LIKELIHOOD | EVAL_PROB;
+    o4.sets = EVAL_SET_BIT(EVAL_SET_FORGET) | EVAL_SET_BIT(EVAL_SET_HOLDOUT) | EVAL_SET_BIT(EVAL_SET_GENBENCH);
+    o4.quiet = 1;
+    Json *rs = eval_run(m, tok, w, &o4, NULL);
+    o4.exact_scoring = 1;
+    Json *rx = eval_run(m, tok, w, &o4, NULL);
+    static const char *const arrays[] = {"truth_ratio", "loss", "min_k", "min_k_pp"};
+    double worst = 0;
+    long compared = 0;
+    for (int s = 0; s < 2; s++)
+        for (int q = 0; q < 4; q++) {
+            const Json *x = path3(rs, "per_item", s ? "holdout" : "forget", arrays[q]);
+            const Json *y = path3(rx, "per_item", s ? "holdout" : "forget", arrays[q]);
+            if (!x || !y || x->len != y->len) { worst = INFINITY; continue; }
+            for (size_t i = 0; i < x->len; i++, compared++) {
+                double d = fabs(x->items[i]->number - y->items[i]->number) / (1 + fabs(y->items[i]->number));
+                if (d > worst) worst = d;
+            }
+        }
+    TEST(compared > 100 && worst < 1e-5, "shared vs exact scoring: %ld values, worst relative difference %g",
+         compared, worst);
+    long n1, n2;
+    double v1 = agg_val(rs, "genbench", "mc_likelihood", "all", &n1), v2 = agg_val(rx, "genbench", "mc_likelihood", "all", &n2);
+    TEST(n1 == n2 && n1 > 0 && fabs(v1 - v2) <= 100.0 * 2 / n1, "mc_likelihood shared %g vs exact %g", v1, v2);
+    json_free(rs);
+    json_free(rx);
+
+    /* the command: checkpoint + (zero) LoRA adapter on disk, the oracle from the first run */
+    char *ck = xasprintf("%s/ck", tmp), *ad = xasprintf("%s/ad", tmp), *out3 = xasprintf("%s/e3", tmp);
+    Provenance prov = {"test", "tiny", 5, "0123456789abcdef", 0};
+    Preproc pre = preproc_default(&m->cfg);
+    ckpt_save(ck, m, tok, &pre, &prov);
+    LoraConfig lc = {4, 8.0f, 0.0f, "llm", 1};
+    lora_attach(m, &lc);                            /* B = 0: the same function as the base */
+    adapter_save(ad, m, ck, &prov);
+    lora_detach(m);
+    char *argv[] = {"--data", wd, "--model", ck, "--adapter", ad, "--out", out3, "--sets", "forget,holdout",
+                    "--tasks", "mc,prob", "--max-new", "4", "--oracle", out1, "--quiet"};
+    fflush(stdout);
+    int rc = cmd_eval((int)(sizeof argv / sizeof *argv), argv);
+    TEST(rc == 0, "pulse eval exit status %d", rc);
+    char *r3p = xasprintf("%s/results.json", out3);
+    Json *r4 = eval_load_results(r3p);
+    const Json *jm = json_get(r4, "model");
+    TEST(strcmp(json_get_string(jm, "path", "", "t"), ck) == 0, "model path recorded");
+    TEST(strcmp(json_get_string(json_get(jm, "provenance"), "stage", "", "t"), "test") == 0, "provenance from config.json");
+    TEST(strcmp(json_get_string(jm, "adapter", "", "t"), ad) == 0 && json_get_bool(jm, "lora_attached", 0, "t"),
+         "adapter recorded and attached");
+    const Json *fq4 = path3(r4, "forget_quality", "forget", "all");
+    TEST(fq4 && json_get_number(fq4, "value", 0, "t") > 0.99, "zero adapter vs its base as oracle: p %g",
+         fq4 ? json_get_number(fq4, "value", 0, "t") : -1);
+    agg_val(r4, "forget", "cloze", "all", &n);
+    TEST(n == 0 && path3(r4, "sets", "forget", "mc") != NULL, "--tasks mc,prob: mc but no cloze");
+    json_free(r4);
+    free(r3p); free(ck); free(ad); free(out3);
+
     /* per-person accuracy: in range, deterministic */
     const Split *sp = world_split(w, "celebrity");
     double acc1[16], acc2[16];
