@@ -27,6 +27,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -234,6 +235,25 @@ static uint64_t raw_hash(const char *dir) {
         free(names[i]);
     }
     return h;
+}
+
+/* The raw material: --raw, else data/ next to the executable (the repository), else
+ * ./data (the same rule as `pulse data`). malloc'ed. */
+static char *raw_dir_default(void) {
+    char exe[4096];
+    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
+    if (n > 0) {
+        exe[n] = 0;
+        char *slash = strrchr(exe, '/');
+        if (slash) {
+            *slash = 0;
+            char *d = xasprintf("%s/data/templates.txt", exe);
+            int ok = file_exists(d);
+            free(d);
+            if (ok) return xasprintf("%s/data", exe);
+        }
+    }
+    return xstrdup("data");
 }
 
 static void stage_data(Ctx *c) {
@@ -721,7 +741,7 @@ static void cell_unlearn(Ctx *c, const char *id, const char *setting, Model *bas
     json_add(j, "forget_people", people_ids(c->w, uo->forget, uo->n_forget));
     json_add(j, "model", json_new_string(base_rel));
     cell_finish(c, dir, j, &r, su, se, h);
-    char what[128];
+    char what[400];
     if (r.status == UL_OK) snprintf(what, sizeof what, "unlearn %5.1f s (%ld steps)  eval %5.1f s", su, r.steps, se);
     else snprintf(what, sizeof what, "DIVERGED after %.1f s: %s", su, r.message);
     progress_line(c, id, what, res);
@@ -836,7 +856,7 @@ static void run_sequential(Ctx *c, const char *method) {
         json_add(j, "forgotten_so_far", people_ids(c->w, s->cum, s->n_cum));
         json_add(j, "model", json_new_string("base_ft"));
         cell_finish(c, dir, j, &r, su, se + se2, hc);
-        char what[128];
+        char what[400];
         if (r.status == UL_OK) snprintf(what, sizeof what, "unlearn %5.1f s (%ld steps)  eval %5.1f s", su, r.steps, se + se2);
         else snprintf(what, sizeof what, "DIVERGED after %.1f s: %s", su, r.message);
         progress_line(c, id, what, res);
@@ -1000,7 +1020,7 @@ static void usage(FILE *f) {
         "  --ref-policy P        sequential reference model: previous (the model before each step,\n"
         "                        default) or original (base_ft)\n"
         "  --jobs N              threads for the kernels (OpenMP; results do not depend on it)\n"
-        "  --raw DIR             raw material of the world (default data)\n"
+        "  --raw DIR             raw material of the world (default: data/ next to the binary, else ./data)\n"
         "  --quiet               no progress lines\n"
         "Stages and files: docs/protocol.md; how to read the report: docs/report.md.\n");
 }
@@ -1021,7 +1041,7 @@ int cmd_run(int argc, char **argv) {
     const char *pm = args_str(&a, "params-methods", "ga,ga_klr,npo");
     c.ref_policy = args_str(&a, "ref-policy", "previous");
     long jobs = args_long(&a, "jobs", 0, 0, 4096);
-    c.raw = args_str(&a, "raw", "data");
+    const char *raw = args_str(&a, "raw", NULL);
     c.quiet = args_flag(&a, "quiet");
     int n_pos;
     char **pos = args_positional(&a, &n_pos);
@@ -1036,7 +1056,8 @@ int cmd_run(int argc, char **argv) {
     parse_settings(&c.settings, settings);
     parse_methods(&c.seq_methods, seqm, "seq-methods");
     parse_methods(&c.params_methods, pm, "params-methods");
-    char *out_default = xasprintf("runs/%s", c.preset->name);
+    char *out_default = xasprintf("runs/%s", c.preset->name), *raw_default = raw ? NULL : raw_dir_default();
+    c.raw = raw ? raw : raw_default;
     c.out = out ? out : out_default;
 #ifdef _OPENMP
     if (jobs > 0) omp_set_num_threads((int)jobs);
@@ -1144,7 +1165,7 @@ done:
     if (c.w) world_free(c.w);
     free(c.forget10); free(c.retain90); free(c.celebs); free(c.cforget); free(c.cretain);
     list_free(&c.methods); list_free(&c.settings); list_free(&c.seq_methods); list_free(&c.params_methods);
-    free(out_default);
+    free(out_default); free(raw_default);
     args_free(&a);
     return rc;
 }

@@ -221,10 +221,9 @@ int nice_ticks(double lo, double hi, int target, double *ticks, int max) {
         if (max >= 1 && isfinite(lo)) { ticks[0] = lo; return 1; }
         return 0;
     }
-    double raw = (hi - lo) / (target - 1), mag = pow(10.0, floor(log10(raw))), step = mag;
-    /* the smallest of 1, 2, 5, 10 x 10^k that is at least the raw step */
-    const double mult[4] = {1.0, 2.0, 5.0, 10.0};
-    for (int i = 0; i < 4; i++) if (mult[i] * mag >= raw * (1 - 1e-9)) { step = mult[i] * mag; break; }
+    double raw = (hi - lo) / (target - 1), mag = pow(10.0, floor(log10(raw))), f = raw / mag;
+    /* the 1, 2, 5 x 10^k nearest to the raw step (Heckbert's "nice numbers") */
+    double step = (f < 1.5 ? 1.0 : f < 3.0 ? 2.0 : f < 7.0 ? 5.0 : 10.0) * mag;
     double first = ceil(lo / step - 1e-9) * step;
     int n = 0;
     for (double v = first; v <= hi + step * 1e-9 && n < max; v += step) {
@@ -568,10 +567,10 @@ static const char *const task_col[N_RTASKS] = {"mc", "mc_likelihood", "cloze", "
 static const char *const mod_col[N_RMODS] = {"image_text", "text_only", "all"};
 static const char *const extra_col[N_EXTRA] = {"mia_auc", "forget_quality", "privleak"};
 /* Where eval_run puts the extra numbers (first path found wins; docs/results.md). */
-static const char *const extra_paths[N_EXTRA][4] = {
-    {"privacy.mia_auc", "sets.forget.mia.auc", "mia.auc", NULL},
-    {"privacy.forget_quality", "forget_quality", "sets.forget.forget_quality", NULL},
-    {"privacy.privleak", "privleak", "sets.forget.privleak", NULL},
+static const char *const extra_paths[N_EXTRA][3] = {
+    {"mia.min_k.all.auc", "mia.loss.all.auc", NULL},               /* Min-K% (k 0.4), forget vs holdout */
+    {"forget_quality.forget.all.value", NULL, NULL},                /* KS p-value vs the oracle */
+    {"privleak.min_k.all.value", "privleak.loss.all.value", NULL},  /* MUSE PrivLeak, Min-K% AUC */
 };
 
 static int col(int s, int t, int m) { return (s * N_RTASKS + t) * N_RMODS + m; }
@@ -614,7 +613,8 @@ static Json *try_load(const char *path) {
     return j;
 }
 
-/* The number at a dotted path; an object with a "value" member counts as its value. */
+/* The number at a dotted path; an object with a "value" member counts as its value.
+ * (mia.min_k.all.auc: the last component may also name a plain number member.) */
 static double json_path_number(const Json *j, const char *path) {
     char key[64];
     const char *p = path;
@@ -746,11 +746,12 @@ static const Row *find_row(const Run *R, const char *id) {
     return NULL;
 }
 
+/* The main unlearning cell of (setting, method, params): the forget-data ablation aside. */
 static const Row *find_cell(const Run *R, const char *setting, const char *method, const char *params) {
     for (int i = 0; i < R->n; i++) {
         const Row *r = &R->rows[i];
         if (strcmp(r->kind, "unlearn") == 0 && strcmp(r->setting, setting) == 0 && strcmp(r->method, method) == 0 &&
-            strcmp(r->params, params) == 0)
+            strcmp(r->params, params) == 0 && !strstr(r->id, "-alldata"))
             return r;
     }
     return NULL;
@@ -1021,12 +1022,13 @@ static void md_sequential(Text *o, const Run *R) {
                             "status"};
     for (int c = 0; c < 11; c++) md_cell(&t, head[c]);
     md_end_row(&t);
+    const Row *b0 = find_row(R, "finetuned-before");
     for (int k = 0; k < ns; k++) {
-        for (int i = 0; i < R->n; i++) {
-            const Row *r = &R->rows[i];
-            if (strcmp(r->kind, "step") != 0 || strcmp(r->method, seqm[k]) != 0) continue;
-            md_cell(&t, r->method);
-            md_cellf(&t, "%d", r->step);
+        for (int i = -1; i < R->n; i++) {
+            const Row *r = i < 0 ? b0 : &R->rows[i];     /* step 0: base_ft */
+            if (!r || (i >= 0 && (strcmp(r->kind, "step") != 0 || strcmp(r->method, seqm[k]) != 0))) continue;
+            md_cell(&t, seqm[k]);
+            md_cellf(&t, "%d", i < 0 ? 0 : r->step);
             num_or_dash(&t, rv(r, S_FORGET, T_MC, M_ALL));
             num_or_dash(&t, rv(r, S_FORGET, T_MCL, M_ALL));
             num_or_dash(&t, rv(r, S_FORGET_CUR, T_MC, M_ALL));
@@ -1502,7 +1504,7 @@ static void write_plots(const Run *R, int quiet) {
             ser[k] = (PlotSeries){seqm[k], S + 1, xk, yk, rv(find_cell(R, "finetuned", seqm[k], "llm"), sets[p], T_MC, M_ALL)};
         }
         PlotSpec sp = {what[p][1], "unlearning step (0 = before)", what[p][2], 0, S, 0, 100, 1,
-                       "dashed: same people, one operation"};
+                       "batch (one operation)"};
         Text t = {0};
         svg_line_plot(&t, &sp, ser, ns);
         write_text_file(pd, what[p][0], &t, quiet);

@@ -105,7 +105,8 @@ Tensor *op_mul(Tape *tp, Tensor *a, Tensor *b);
 Tensor *op_add_bcast(Tape *tp, Tensor *a, Tensor *b);
 Tensor *op_scale(Tape *tp, Tensor *x, float s);
 /* rows of W [V, D] picked by ids[0..n) -> [n, D] (output shape set to out_ndim/out_shape
- * whose product of leading dims is n; pass out_ndim = 0 for [n, D]). ids in [0, V). */
+ * whose product of leading dims is n and whose last dim is D, e.g. {B, T, D}; pass
+ * out_ndim = 0 for [n, D]). ids in [0, V). */
 Tensor *op_embedding(Tape *tp, Tensor *W, const int *ids, int n, int out_ndim, const int *out_shape);
 /* [Na, D] ++ [Nb, D] -> [Na+Nb, D] (both viewed as rows of their last dim, same D). */
 Tensor *op_concat_rows(Tape *tp, Tensor *a, Tensor *b);
@@ -173,7 +174,7 @@ void kern_matmul_nn_acc_ref(float *dx, const float *dy, const float *W, int M, i
 void kern_matmul_tn_acc_ref(float *dW, const float *dy, const float *x, int M, int N, int K);
 float kern_dot_ref(const float *a, const float *b, int n);
 void kern_axpy_ref(float *y, float a, const float *x, int n);
-/* out[i] = exp(x[i]) (SIMD polynomial, <= 2 ulp; exactly 0 below -87.3, so exp(-inf) = 0). */
+/* out[i] = exp(x[i]) (SIMD polynomial, <= 1.3 ulp; exactly 0 below -87.3: exp(-inf) = 0). */
 void kern_exp(float *out, const float *x, int n);
 /* Tests only: on != 0 routes every kernel and op (attention, softmax rows included) to the
  * plain-C reference path, to compare a whole forward + backward against the SIMD one. */

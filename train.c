@@ -182,42 +182,104 @@ static const Item *stream_item(Stream *s, long k) {
     return s->items[s->order[k % s->n_pres]];
 }
 
+/* Length bucketing: TRAIN_BUCKET consecutive batches of the example stream form a
+ * "bucket"; its examples are rendered at once, sorted by length and cut into batches,
+ * which are then taken in a shuffled order. Rows of a batch then have similar lengths, so
+ * little of the [B, T] work is padding; the order within and across epochs stays random. */
+typedef struct Example {
+    long k;                     /* global example number (augmentation stream) */
+    const Item *item;
+    int n, start, has_image;    /* token count, first answer token, image? */
+    int merged;                 /* positions after image expansion (sort key) */
+    int *ids;                   /* into Feed.ids */
+} Example;
+
 /* Per-step buffers, allocated once. */
 typedef struct Feed {
+    int B, nb;                  /* batch size, batches per bucket */
+    long bucket;                /* bucket held, -1 none */
+    Example *ex;                /* [nb * B] sorted by (merged, k) */
+    int *batch_order;           /* [nb] shuffled order of the bucket's batches */
+    int *ids;                   /* [nb * B * MAX_IDS] */
     Batch bt;
-    float *pixels;              /* [batch][PIX] */
-    int ids[MAX_IDS];
+    float *pixels;              /* [B][PIX] */
     char q[MAX_TEXT], a[MAX_TEXT];
-    const Item **items;         /* [batch] items of the current step (on_batch hook) */
+    const Item **items;         /* [B] items of the current step (on_batch hook) */
+    long padded;                /* B * T summed over steps (padding efficiency) */
 } Feed;
 
-/* Fills the batch of `step`: examples step*B .. step*B+B-1. Returns the tokens (merged
- * positions) of its rows. */
-static long feed_step(Feed *f, Stream *s, const Tokenizer *tok, int n_patches, long step, int B) {
+static void feed_init(Feed *f, int B) {
+    memset(f, 0, sizeof *f);
+    f->B = B;
+    f->nb = TRAIN_BUCKET;
+    f->bucket = -1;
+    f->ex = xmalloc((size_t)f->nb * B * sizeof *f->ex);
+    f->batch_order = xmalloc((size_t)f->nb * sizeof *f->batch_order);
+    f->ids = xmalloc((size_t)f->nb * B * MAX_IDS * sizeof *f->ids);
+    batch_init(&f->bt, B, MAX_IDS, TOK_PAD);
+    f->pixels = xmalloc((size_t)B * PIX * sizeof *f->pixels);
+    f->items = xmalloc((size_t)B * sizeof *f->items);
+}
+
+static void feed_free(Feed *f) {
+    free(f->ex); free(f->batch_order); free(f->ids); free(f->pixels); free(f->items);
+    batch_free(&f->bt);
+}
+
+static int cmp_example(const void *pa, const void *pb) {
+    const Example *a = pa, *b = pb;
+    if (a->merged != b->merged) return a->merged < b->merged ? -1 : 1;
+    return (a->k > b->k) - (a->k < b->k);
+}
+
+/* Renders and tokenises every example of bucket j, sorts them, shuffles the batches. */
+static void feed_bucket(Feed *f, Stream *s, const Tokenizer *tok, int n_patches, long j) {
+    int n = f->nb * f->B;
+    for (int i = 0; i < n; i++) {
+        Example *e = &f->ex[i];
+        e->k = j * n + i;
+        e->item = stream_item(s, e->k);
+        e->ids = f->ids + (size_t)i * MAX_IDS;
+        Rng rr;
+        stream_rng(&rr, s->seed, "render", (uint64_t)e->k);
+        if (item_render(e->item, &rr, f->q, sizeof f->q, f->a, sizeof f->a, &e->has_image) != 0)
+            die_internal("item %d renders longer than %d bytes", e->item->index, MAX_TEXT);
+        e->n = tok_encode_chat(tok, f->q, e->has_image, f->a, e->ids, MAX_IDS, &e->start);
+        if (e->n < 0) die_internal("item %d is longer than %d tokens", e->item->index, MAX_IDS);
+        e->merged = e->n + (e->has_image ? n_patches - 1 : 0);
+    }
+    qsort(f->ex, (size_t)n, sizeof *f->ex, cmp_example);
+    for (int i = 0; i < f->nb; i++) f->batch_order[i] = i;
+    Rng r;
+    stream_rng(&r, s->seed, "bucket", (uint64_t)j);
+    rng_shuffle_int(&r, f->batch_order, f->nb);
+    f->bucket = j;
+}
+
+/* Fills the batch of `step`. Returns the tokens (merged positions) of its rows. */
+static long feed_step(Feed *f, Stream *s, const Tokenizer *tok, int n_patches, long step) {
+    long j = step / f->nb;
+    if (j != f->bucket) feed_bucket(f, s, tok, n_patches, j);
+    const Example *ex = f->ex + (size_t)f->batch_order[step % f->nb] * f->B;
     batch_clear(&f->bt);
     long tokens = 0;
-    for (int b = 0; b < B; b++) {
-        long k = step * B + b;
-        const Item *it = stream_item(s, k);
-        f->items[b] = it;
-        Rng rr, ra;
-        stream_rng(&rr, s->seed, "render", (uint64_t)k);
-        stream_rng(&ra, s->seed, "aug", (uint64_t)k);
-        int has_image = 0;
-        if (item_render(it, &rr, f->q, sizeof f->q, f->a, sizeof f->a, &has_image) != 0)
-            die_internal("item %d renders longer than %d bytes", it->index, MAX_TEXT);
-        int start = 0;
-        int n = tok_encode_chat(tok, f->q, has_image, f->a, f->ids, MAX_IDS, &start);
-        if (n < 0) die_internal("item %d is longer than %d tokens", it->index, MAX_IDS);
+    int T = 0;
+    for (int b = 0; b < f->B; b++) {
+        const Example *e = &ex[b];
+        f->items[b] = e->item;
         const float *px = NULL;
-        if (has_image) {
+        if (e->has_image) {
+            Rng ra;
+            stream_rng(&ra, s->seed, "aug", (uint64_t)e->k);
             float *dst = f->pixels + (size_t)b * PIX;
-            world_image_pixels(s->w, it->image, &ra, dst);
+            world_image_pixels(s->w, e->item->image, &ra, dst);
             px = dst;
         }
-        batch_add(&f->bt, f->ids, n, start, px);
-        tokens += n + (has_image ? n_patches - 1 : 0);
+        batch_add(&f->bt, e->ids, e->n, e->start, px);
+        tokens += e->merged;
+        if (e->merged > T) T = e->merged;
     }
+    f->padded += (long)T * f->B;
     return tokens;
 }
 
@@ -467,9 +529,7 @@ int train_run(const TrainOpts *o) {
 
     /* Buffers: batch, pixels, tape. */
     Feed f;
-    batch_init(&f.bt, r->batch, MAX_IDS, TOK_PAD);
-    f.pixels = xmalloc((size_t)r->batch * PIX * sizeof(float));
-    f.items = xmalloc((size_t)r->batch * sizeof *f.items);
+    feed_init(&f, r->batch);
     Tape tp;
     tape_init(&tp, (size_t)64 << 20);
     ForwardOpts fo;
@@ -490,8 +550,9 @@ int train_run(const TrainOpts *o) {
     int curve_n = 0;
     long curve_every = p.steps / CURVE_MAX + 1;
     int stopped = 0;
+    long session_tokens = 0;    /* tokens of this session (padding share) */
     for (long step = st.step; step < p.steps; step++) {
-        long tokens = feed_step(&f, &s, tok, m->n_patches, step, r->batch);
+        long tokens = feed_step(&f, &s, tok, m->n_patches, step);
         if (o->on_batch) o->on_batch(o->ctx, step, f.items, r->batch);
         float lr = lr_schedule(r->schedule, step, p.steps, r->warmup, r->lr);
         model_zero_grad(m);
@@ -505,6 +566,7 @@ int train_run(const TrainOpts *o) {
 
         st.step = step + 1;
         st.tokens += tokens;
+        session_tokens += tokens;
         st.ring[step % LOSS_RING] = loss;
         curve_sum += loss;
         curve_n++;
@@ -556,14 +618,13 @@ int train_run(const TrainOpts *o) {
         write_training_log(o->out, &p, &st, final_loss, resumed_at);
         if (file_exists(state_path)) unlink(state_path);
         if (!o->quiet)
-            fprintf(stderr, "%s: %ld steps, %ld tokens in %.1f s (%.0f tokens/s, %d threads), final loss %.4f -> %s\n",
+            fprintf(stderr, "%s: %ld steps, %ld tokens in %.1f s (%.0f tokens/s, %d threads, %.0f%% of positions "
+                    "padding), final loss %.4f -> %s\n",
                     stage_name(o->stage), p.steps, st.tokens, st.seconds, st.tokens / (st.seconds > 0 ? st.seconds : 1),
-                    kern_threads(), final_loss, o->out);
+                    kern_threads(), f.padded ? 100.0 * (1.0 - (double)session_tokens / f.padded) : 0.0, final_loss, o->out);
     }
     tape_free(&tp);
-    batch_free(&f.bt);
-    free(f.pixels);
-    free(f.items);
+    feed_free(&f);
     free(state_path);
     stream_free(&s);
     model_free(m);

@@ -22,6 +22,10 @@
 #include "model.h"
 #include "tokenizer.h"
 
+/* Batches per length bucket: that many consecutive batches of the example stream are
+ * sorted by length and taken in a shuffled order (less padding). */
+#define TRAIN_BUCKET 16
+
 /* A training recipe: one row of the table in train.c per (world preset, stage). */
 typedef struct Recipe {
     const char *preset;         /* world preset name ("tiny", "small", "paper") */

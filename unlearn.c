@@ -37,7 +37,7 @@
 #define UL_MAX_IDS 1024         /* token ids of one rendered example (prompt + answer) */
 #define UL_TEXT 4096            /* bytes of a rendered question / answer */
 #define UL_PROBE_BATCH 32       /* sequences per no-grad forward in probes */
-#define UL_PROBE_RETAIN 256     /* retain items the probe looks at (evenly spaced) */
+#define UL_PROBE_ITEMS 256      /* items per side the probe looks at (evenly spaced) */
 
 /* ============================================================================
  * Names and defaults */
@@ -134,7 +134,7 @@ UnlearnOpts unlearn_opts_default(UlMethod method, UlSetting setting) {
     o.seed = 1;
     o.merge = 1;
     o.ref_policy = "previous";
-    o.probe = 1;
+    o.probe = 0;                /* the driver evaluates anyway; `pulse unlearn` turns it on */
     o.quiet = 1;
     return o;
 }
@@ -662,12 +662,13 @@ UlStatus unlearn_run(const World *w, const Tokenizer *tok, Model *model, Model *
     Model *ref = ref_in, *own_ref = NULL;
     if (needs_ref(o->method) && !ref) ref = own_ref = model_clone(model);
 
-    /* probe before */
-    const Item **Rp = NULL;
-    int nRp = 0;
+    /* probe before (evenly spaced subsets: the probe is a cheap sanity check, not the eval) */
+    const Item **Fp = NULL, **Rp = NULL;
+    int nFp = 0, nRp = 0;
     if (o->probe) {
-        res->probe_forget_before = unlearn_loglik(model, tok, w, F, nF);
-        Rp = spaced(R, nR, UL_PROBE_RETAIN, &nRp);
+        Fp = spaced(F, nF, UL_PROBE_ITEMS, &nFp);
+        Rp = spaced(R, nR, UL_PROBE_ITEMS, &nRp);
+        res->probe_forget_before = unlearn_loglik(model, tok, w, Fp, nFp);
         res->probe_retain_before = unlearn_loglik(model, tok, w, Rp, nRp);
     }
 
@@ -850,7 +851,7 @@ UlStatus unlearn_run(const World *w, const Tokenizer *tok, Model *model, Model *
         res->loss_last = lt[nlog - 1]; res->forget_last = lf[nlog - 1]; res->retain_last = lret[nlog - 1];
     }
     if (o->probe && res->status == UL_OK) {
-        res->probe_forget_after = unlearn_loglik(model, tok, w, F, nF);
+        res->probe_forget_after = unlearn_loglik(model, tok, w, Fp, nFp);
         res->probe_retain_after = unlearn_loglik(model, tok, w, Rp, nRp);
     }
     res->seconds = now_seconds() - t0;
@@ -892,7 +893,7 @@ UlStatus unlearn_run(const World *w, const Tokenizer *tok, Model *model, Model *
     step_bufs_free(&s);
     free(perm); free(ridx); free(cache_f); free(cache_i); free(cached); free(ref_f); free(ref_i);
     free(lt); free(lf); free(lret); free(gn);
-    free(backup); free(control); free(Rp);
+    free(backup); free(control); free(Fp); free(Rp);
     free((void *)F); free((void *)R);
     if (own_ref) model_free(own_ref);
     return res->status;
@@ -915,7 +916,7 @@ static void usage(FILE *f) {
         "                     [--lora-dropout P] [--schedule linear|constant|cosine] [--warmup N]\n"
         "                     [--weight-decay W] [--clip C] [--variant ou|mllmu] [--kl-mask valid|answer]\n"
         "                     [--ref-policy previous|original|oracle] [--ref-model CKPT] [--fixed-render]\n"
-        "                     [--no-augment] [--seed S] [--merge] [--quiet]\n\n"
+        "                     [--no-augment] [--seed S] [--merge] [--no-probe] [--quiet]\n\n"
         "One unlearning operation. Methods: ga, gd, ga_klr, npo, npo_rt, simnpo, idkpo, rmu\n"
         "(defaults per method in docs/methods.md; every unset flag keeps the method's default).\n\n"
         "  --forget SPEC      person IDs and split names, comma-separated (finetuned: forget_10;\n"
@@ -926,7 +927,8 @@ static void usage(FILE *f) {
         "  --params           what LoRA targets: llm (default), proj+llm, all (+ vision tower);\n"
         "                     with --lora-r 0 those weights train fully instead\n"
         "  --ref-model CKPT   frozen reference (default: the model before this operation)\n"
-        "  --merge            also write the merged checkpoint to OUT/merged/\n\n"
+        "  --merge            also write the merged checkpoint to OUT/merged/\n"
+        "  --no-probe         skip the before/after log-likelihood of forget and retain items\n\n"
         "Writes OUT/adapter/ (PEFT adapter_config.json + adapter_model.safetensors; not with --lora-r 0),\n"
         "OUT/merged/ (with --merge or --lora-r 0) and OUT/unlearn.json (settings, status, steps,\n"
         "losses, time). A step whose loss or gradient is not finite stops the operation: no model is\n"
@@ -1040,6 +1042,7 @@ int cmd_unlearn(int argc, char **argv) {
     o.augment = !args_flag(&a, "no-augment");
     o.seed = (uint64_t)args_long(&a, "seed", (long)o.seed, 0, 0x7fffffffffffffffL);
     o.merge = args_flag(&a, "merge");
+    o.probe = !args_flag(&a, "no-probe");
     o.quiet = args_flag(&a, "quiet");
     args_done(&a);
 

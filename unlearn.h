@@ -106,7 +106,8 @@ typedef struct UnlearnOpts {
     /* output */
     int merge;                  /* 1: merge adapters into the weights; 0: keep them attached */
     const char *ref_policy;     /* recorded only: "previous", "original", "oracle" */
-    int probe;                  /* measure forget/retain mean log-likelihood before/after */
+    int probe;                  /* measure forget/retain mean log-likelihood before/after
+                                   (<= 256 items each; default 0, `pulse unlearn` sets 1) */
     int quiet;                  /* no progress bar */
 } UnlearnOpts;
 

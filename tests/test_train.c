@@ -161,7 +161,9 @@ int main(void) {
     for (int i = 0; i < n_sel; i++) n_pres += items[i]->repeat;
     Seen seen = {fs->people, fs->n, xcalloc((size_t)w->n_items, 1), 0};
     char *ft = tpath("ft_lora");
-    o = small_opts(w, STAGE_FT, ft, sanitized ? 4 : (n_pres + 7) / 8);
+    /* whole length buckets, so that the first epoch is covered entirely */
+    long per_bucket = 8L * TRAIN_BUCKET;
+    o = small_opts(w, STAGE_FT, ft, sanitized ? 4 : (n_pres + per_bucket - 1) / per_bucket * TRAIN_BUCKET);
     o.base = d1;
     o.exclude = fs->people;
     o.n_exclude = fs->n;

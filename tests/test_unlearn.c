@@ -392,7 +392,7 @@ static void test_run(void) {
     UnlearnOpts o = unlearn_opts_default(UL_GA, UL_FINETUNED);
     o.forget = fs->people; o.n_forget = fs->n;
     o.retain = fict; o.n_retain = nr;
-    o.steps = 6; o.batch = 8;
+    o.steps = 6; o.batch = 8; o.probe = 1;
     UnlearnResult r;
     UlStatus st = unlearn_run(w, tok, m, NULL, &o, &r);
     TEST(st == UL_OK && r.steps == 6, "GA run: status %d, %ld steps", st, r.steps);

@@ -1,0 +1,145 @@
+#!/bin/sh
+# tests/e2e_run.sh: the whole protocol end to end on the tiny preset (`pulse run`, `pulse report`).
+#
+# 1. bad flags exit 2 with one line on stderr;
+# 2. a run stopped inside pre-training (PULSE_TRAIN_STOP_AFTER, exit 3) resumes and finishes;
+#    the two invocations together must take <= PULSE_E2E_MAX_SECONDS (default 60: the
+#    tiny budget of the protocol issue);
+# 3. the report's structure: report.md sections, results.csv header and one row per planned
+#    cell, results.json keys, well-formed SVG plots;
+# 4. GA lowers the forget accuracy of base_ft (letter rule or option likelihood);
+# 5. a second `pulse run` changes no byte of the run directory and trains nothing;
+# 6. after losing a finished cell and a sequential step, a rerun redoes them with the same
+#    numbers (results.json byte-identical, results.csv identical outside the time columns);
+# 7. `pulse report` alone rewrites the same report.
+# Prints "N passed, N failed" and exits non-zero on failure (tests/run.sh adds it up).
+cd "$(dirname "$0")/.." || exit 1
+P=${PULSE:-./pulse}
+MAX=${PULSE_E2E_MAX_SECONDS:-60}
+TMP=$(mktemp -d)
+trap 'rm -rf "$TMP"' EXIT INT TERM
+RUN=$TMP/run
+pass=0
+fail=0
+
+ok() { pass=$((pass + 1)); }
+bad() { fail=$((fail + 1)); echo "FAIL e2e_run: $*"; }
+check() { # check "what" command...
+    what=$1; shift
+    if "$@" >/dev/null 2>&1; then ok; else bad "$what"; fi
+}
+
+# --- 1. usage errors: exit 2, exactly one line on stderr -------------------------------
+usage_error() { # usage_error "what" args...
+    what=$1; shift
+    "$P" "$@" >"$TMP/out" 2>"$TMP/err"
+    rc=$?
+    lines=$(wc -l <"$TMP/err")
+    if [ "$rc" -eq 2 ] && [ "$lines" -eq 1 ] && grep -q '^pulse: ' "$TMP/err"; then ok
+    else bad "$what: exit $rc, $lines stderr lines: $(head -c 200 "$TMP/err")"; fi
+}
+usage_error "unknown flag" run --bogus
+usage_error "unknown preset" run --preset huge --out "$TMP/x"
+usage_error "unknown method" run --preset tiny --methods ga,nope --out "$TMP/x"
+usage_error "unknown setting" run --preset tiny --settings batch --out "$TMP/x"
+usage_error "bad seed" run --seed -3 --out "$TMP/x"
+usage_error "bad ref policy" run --ref-policy oracle --out "$TMP/x"
+usage_error "report without a run dir" report
+usage_error "report of a non-run dir" report "$TMP"
+check "no run dir created by refused commands" test ! -e "$TMP/x/data"
+"$P" run --help >"$TMP/out" 2>&1 && grep -q 'usage: pulse run' "$TMP/out" && ok || bad "run --help"
+
+# --- 2. a run stopped in pre-training, then resumed -------------------------------------
+t0=$(date +%s)
+PULSE_TRAIN_STOP_AFTER=20 "$P" run --preset tiny --out "$RUN" >"$TMP/log1" 2>&1
+rc=$?
+if [ "$rc" -eq 3 ] && [ -f "$RUN/base_pt.state" ]; then ok; else bad "stopped run: exit $rc (want 3 and a saved state)"; tail -5 "$TMP/log1"; fi
+"$P" run --preset tiny --out "$RUN" >"$TMP/log2" 2>&1
+rc=$?
+t1=$(date +%s)
+if [ "$rc" -eq 0 ]; then ok; else bad "pulse run --preset tiny: exit $rc"; tail -20 "$TMP/log2"; fi
+secs=$((t1 - t0))
+echo "e2e_run: pulse run --preset tiny took ${secs} s (budget ${MAX} s)"
+if [ "$secs" -le "$MAX" ]; then ok; else bad "tiny run took ${secs} s > ${MAX} s"; fi
+check "resumed from the saved training state" test ! -e "$RUN/base_pt.state"
+
+# --- 3. the report's structure ----------------------------------------------------------
+for s in '# PULSE protocol report' '## Provenance' '## Findings' '**Finding 1.' '**Finding 2.' '## Gates' \
+         '## Celebrity selection' '## Fine-tuned knowledge' '## Pre-trained knowledge' '## Sequential unlearning' \
+         '## Ablation: which parameters' '## Hyper-parameters' '## Time' 'lower is better' '| before unlearning' \
+         '| oracle'; do
+    if grep -qF -- "$s" "$RUN/report.md" 2>/dev/null; then ok; else bad "report.md lacks '$s'"; fi
+done
+grep -q 'Letter rule: \*\*\(reproduced\|not reproduced\|mixed\|inconclusive\)\*\*' "$RUN/report.md" && ok || bad "findings carry a verdict"
+head -n 1 "$RUN/results.csv" 2>/dev/null | grep -q '^id,setting,method,params,kind,step,status,steps,seconds_unlearn,seconds_eval,forget.mc.image_text,' \
+    && ok || bad "results.csv header"
+ncells=$(grep -c '"dir":' "$RUN/run.json" 2>/dev/null)
+nrows=$(($(wc -l <"$RUN/results.csv") - 1))
+if [ "$ncells" -gt 20 ] && [ "$nrows" -eq "$ncells" ]; then ok; else bad "results.csv has $nrows rows for $ncells planned cells"; fi
+if grep -q ',missing,' "$RUN/results.csv"; then bad "missing cells after a complete run"; else ok; fi
+for k in '"format": "pulse-report/1"' '"provenance"' '"gates"' '"celebrities"' '"timing"' '"findings"' \
+         '"pretrained_harder"' '"sequential_collapse"' '"columns"' '"rows"'; do
+    if grep -qF -- "$k" "$RUN/results.json" 2>/dev/null; then ok; else bad "results.json lacks $k"; fi
+done
+for f in sequential_forget sequential_retain sequential_genbench ft_vs_pt; do
+    svg=$RUN/plots/$f.svg
+    if [ ! -s "$svg" ]; then bad "$f.svg missing"; continue; fi
+    if command -v xmllint >/dev/null 2>&1; then
+        xmllint --noout "$svg" 2>/dev/null && ok || bad "$f.svg is not well-formed XML"
+    else
+        head -c 5 "$svg" | grep -q '<?xml' && tail -n 1 "$svg" | grep -q '^</svg>$' && ok || bad "$f.svg shape"
+    fi
+done
+for d in finetuned-ga pretrained-npo; do
+    for f in results.json unlearn.json predictions.jsonl cell.json; do
+        check "cells/$d/$f" test -s "$RUN/cells/$d/$f"
+    done
+done
+
+# --- 4. GA lowers the forget accuracy (letter rule or likelihood) ------------------------
+# value of column $2 in the row whose id is $1
+csv_get() {
+    awk -F, -v id="$1" -v col="$2" 'NR == 1 { for (i = 1; i <= NF; i++) if ($i == col) c = i; next }
+                                    $1 == id { print $c }' "$RUN/results.csv"
+}
+b_mc=$(csv_get finetuned-before forget.mc.all); g_mc=$(csv_get finetuned-ga forget.mc.all)
+b_ll=$(csv_get finetuned-before forget.mc_likelihood.all); g_ll=$(csv_get finetuned-ga forget.mc_likelihood.all)
+echo "e2e_run: forget accuracy before -> after GA: letter $b_mc -> $g_mc, likelihood $b_ll -> $g_ll"
+if awk -v a="$b_mc" -v b="$g_mc" -v c="$b_ll" -v d="$g_ll" \
+       'BEGIN { exit !((a != "" && b != "" && b + 0 < a + 0) || (c != "" && d != "" && d + 0 < c + 0)) }'; then ok
+else bad "GA did not lower the forget accuracy (letter $b_mc -> $g_mc, likelihood $b_ll -> $g_ll)"; fi
+
+# --- 5. a second run changes nothing ----------------------------------------------------
+sums() { (cd "$RUN" && find . -type f | LC_ALL=C sort | xargs md5sum); }
+sums >"$TMP/sums1"
+t0=$(date +%s)
+"$P" run --preset tiny --out "$RUN" >"$TMP/log3" 2>&1
+rc=$?
+t1=$(date +%s)
+sums >"$TMP/sums2"
+if [ "$rc" -eq 0 ]; then ok; else bad "second run: exit $rc"; fi
+if cmp -s "$TMP/sums1" "$TMP/sums2"; then ok; else bad "second run changed files:"; diff "$TMP/sums1" "$TMP/sums2" | head -10; fi
+if grep -q 'training\|unlearn .* s (' "$TMP/log3"; then bad "second run recomputed something"; grep 'training\|unlearn' "$TMP/log3" | head -5; else ok; fi
+echo "e2e_run: second run took $((t1 - t0)) s"
+
+# --- 6. losing a cell and a sequential step: the rerun gives the same numbers -----------
+cp "$RUN/cells/finetuned-ga/results.json" "$TMP/fga.json"
+last=$(ls -d "$RUN"/cells/sequential-ga/step* | LC_ALL=C sort | tail -n 1)
+cp "$last/results.json" "$TMP/sga.json"
+cut -d, -f1-8,11- "$RUN/results.csv" >"$TMP/csv1"
+rm -rf "$RUN/cells/finetuned-ga" "$last"
+"$P" run --preset tiny --out "$RUN" >"$TMP/log4" 2>&1
+rc=$?
+if [ "$rc" -eq 0 ]; then ok; else bad "rerun after losing cells: exit $rc"; fi
+check "finetuned-ga recomputed identically" cmp "$TMP/fga.json" "$RUN/cells/finetuned-ga/results.json"
+check "last sequential step recomputed identically" cmp "$TMP/sga.json" "$last/results.json"
+cut -d, -f1-8,11- "$RUN/results.csv" >"$TMP/csv2"
+check "results.csv identical outside the time columns" cmp "$TMP/csv1" "$TMP/csv2"
+
+# --- 7. pulse report alone ------------------------------------------------------------
+cp "$RUN/report.md" "$TMP/report1.md"
+"$P" report "$RUN" --quiet >/dev/null 2>&1 && ok || bad "pulse report RUN_DIR"
+check "pulse report rewrites the same report.md" cmp "$TMP/report1.md" "$RUN/report.md"
+
+echo "$pass passed, $fail failed"
+[ "$fail" -eq 0 ]
