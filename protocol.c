@@ -63,8 +63,8 @@ static void hex16(char buf[17], uint64_t h) { snprintf(buf, 17, "%016llx", (unsi
  * Comma lists */
 
 typedef struct List {
-    int n;
-    char *item[32];             /* canonical names, malloc'ed */
+    int n, cap;
+    char **item;                /* canonical names, malloc'ed */
 } List;
 
 static int list_has(const List *l, const char *s) {
@@ -74,13 +74,17 @@ static int list_has(const List *l, const char *s) {
 
 static void list_add(List *l, const char *s) {
     if (list_has(l, s)) return;
-    CHECK(l->n < 32);
+    if (l->n == l->cap) {
+        l->cap = l->cap ? 2 * l->cap : 16;
+        l->item = xrealloc(l->item, (size_t)l->cap * sizeof *l->item);
+    }
     l->item[l->n++] = xstrdup(s);
 }
 
 static void list_free(List *l) {
     for (int i = 0; i < l->n; i++) free(l->item[i]);
-    l->n = 0;
+    free(l->item);
+    memset(l, 0, sizeof *l);
 }
 
 /* Method names, canonicalised through unlearn_method_parse ("klr" -> "ga_klr"). */
@@ -135,6 +139,8 @@ typedef struct Ctx {
     Json *oracle_ft, *oracle_pt; /* oracle results (forget quality, PrivLeak) */
     uint64_t h_oft_eval, h_opt_eval;
     Json *plan;                 /* run.json "cells" */
+    List seen;                  /* cell ids handled by this invocation (a cell shared by two
+                                   settings runs and counts once) */
     int cell_i, cell_n;         /* progress */
     double t_start;
 } Ctx;
@@ -717,6 +723,8 @@ static void cell_finish(const Ctx *c, const char *dir, Json *j, const UnlearnRes
 /* One unlearning operation from `base` (hash h_base) and its evaluation. */
 static void cell_unlearn(Ctx *c, const char *id, const char *setting, Model *base, const char *base_rel, uint64_t h_base,
                          UnlearnOpts *uo, const EvalSpec *e) {
+    if (list_has(&c->seen, id)) return;
+    list_add(&c->seen, id);
     char *rel = xasprintf("cells/%s", id), *dir = run_path(c, rel);
     uint64_t h = spec_hash(opts_hash(h_str(h_base, "unlearn"), uo), e, c);
     if (cell_done(c, rel, h)) {
@@ -951,8 +959,10 @@ static void write_run_json(Ctx *c) {
     json_add(j, "seed", json_new_number((double)c->seed));
     json_add(j, "world_fingerprint", json_new_string(fp));
     json_add(j, "protocol_version", json_new_number(PROTOCOL_VERSION));
-#ifdef __VERSION__
-    json_add(j, "compiler", json_new_string(__VERSION__));
+#if defined(__clang__)
+    json_add(j, "compiler", json_new_string("clang " __clang_version__));
+#elif defined(__GNUC__)
+    json_add(j, "compiler", json_new_string("gcc " __VERSION__));
 #endif
 #ifdef PULSE_NO_SIMD
     json_add(j, "simd", json_new_bool(0));
@@ -1165,6 +1175,7 @@ done:
     if (c.w) world_free(c.w);
     free(c.forget10); free(c.retain90); free(c.celebs); free(c.cforget); free(c.cretain);
     list_free(&c.methods); list_free(&c.settings); list_free(&c.seq_methods); list_free(&c.params_methods);
+    list_free(&c.seen);
     free(out_default); free(raw_default);
     args_free(&a);
     return rc;

@@ -58,13 +58,13 @@
  * warm-up and cosine decay, clipping at 1.0: what made 1M-parameter models learn in
  * ../shared/research/feasibility.md. Epochs count presentations (Item.repeat included). */
 static const Recipe recipes[] = {
-    /* preset  stage     epochs batch  lr     warmup sched      wd    clip  mode        r   alpha targets */
-    {"tiny",  STAGE_PT,  30,    32,   2e-3f,  30,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm"},
-    {"tiny",  STAGE_FT,  30,    32,   2e-3f,  20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm"},
-    {"small", STAGE_PT,  30,    32,   2e-3f, 100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm"},
-    {"small", STAGE_FT,  30,    32,   2e-3f, 100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm"},
-    {"paper", STAGE_PT,  30,    64,   2e-3f, 200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm"},
-    {"paper", STAGE_FT,  30,    64,   2e-3f, 200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm"},
+    /* preset  stage     epochs batch  lr      warmup sched      wd    clip  mode        r   alpha targets */
+    {"tiny",  STAGE_PT,   2,    16,   2e-3f,   20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm"},
+    {"tiny",  STAGE_FT,   4,    16,   2e-3f,   10,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm"},
+    {"small", STAGE_PT,  12,    16,   3e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm"},
+    {"small", STAGE_FT,  20,    16,   3e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm"},
+    {"paper", STAGE_PT,  12,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm"},
+    {"paper", STAGE_FT,  20,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm"},
 };
 
 Recipe train_recipe(const char *preset, int stage) {
@@ -146,6 +146,8 @@ typedef struct Stream {
     uint64_t seed;
 } Stream;
 
+/* Selects the stage's items without the excluded people and expands them by Item.repeat
+ * into the presentation list (World order; the shuffle happens per epoch). */
 static void stream_init(Stream *s, const World *w, int stage, const int *exclude, int n_exclude, uint64_t seed) {
     memset(s, 0, sizeof *s);
     s->w = w;
@@ -169,7 +171,9 @@ static void stream_free(Stream *s) {
     free(s->order);
 }
 
-/* The item of example k (global example number). */
+/* The item of example k (global example number). The epoch's shuffle is recomputed only
+ * when k enters another epoch; it depends on (seed, epoch) alone, so a resumed run that
+ * starts in the middle of an epoch sees the same order. */
 static const Item *stream_item(Stream *s, long k) {
     long e = k / s->n_pres;
     if (e != s->epoch) {
@@ -311,6 +315,9 @@ static void buf_floats(Buf *b, const float *x, size_t n) {
     for (size_t i = 0; i < n; i += 256) buf_put(b, z, (n - i < 256 ? n - i : 256) * sizeof(float));
 }
 
+/* Layout (native byte order: a state is resumed on the machine that wrote it):
+ * magic[8], fingerprint u64, State, opt_step, n_floats u64, lora floats u64, then w, m, v
+ * and, with adapters, the LoRA w, m, v. */
 static void state_save(const char *path, uint64_t fp, const Model *m, const State *st) {
     Buf b = {0};
     buf_put(&b, STATE_MAGIC, 8);
@@ -381,6 +388,7 @@ typedef struct Plan {
     const char *preset;
 } Plan;
 
+/* Recipe of the preset, then every TrainOpts override; steps from epochs unless given. */
 static Plan make_plan(const TrainOpts *o, const World *w, long n_pres) {
     Plan p;
     p.preset = o->preset ? o->preset : w->preset.name;
@@ -447,6 +455,7 @@ static Json *provenance_extra(const TrainOpts *o, const World *w, const Plan *p,
     return j;
 }
 
+/* OUT/training.json: what changes from run to run (time, threads) and the loss curve. */
 static void write_training_log(const char *out, const Plan *p, const State *st, double final_loss,
                                long resumed_at) {
     Json *j = json_new_object();
@@ -511,6 +520,8 @@ int train_run(const TrainOpts *o) {
         LoraConfig lc = {r->lora_r, r->lora_alpha, 0.0f, r->lora_targets, o->seed};
         lora_attach(m, &lc);
     }
+    /* Full: every parameter learns (vision tower and projector included: new faces must be
+     * told apart). LoRA: only the adapters. */
     model_set_train(m, r->mode, NULL);
     AdamW opt = adamw_default();
     opt.weight_decay = r->weight_decay;
@@ -555,6 +566,7 @@ int train_run(const TrainOpts *o) {
         long tokens = feed_step(&f, &s, tok, m->n_patches, step);
         if (o->on_batch) o->on_batch(o->ctx, step, f.items, r->batch);
         float lr = lr_schedule(r->schedule, step, p.steps, r->warmup, r->lr);
+        /* forward on the tape, backward into the grads, clip, AdamW, drop the activations */
         model_zero_grad(m);
         ForwardOut out = model_forward(m, &tp, &f.bt, &fo);
         float loss = out.loss->data[0];
@@ -587,6 +599,8 @@ int train_run(const TrainOpts *o) {
             snprintf(extra, sizeof extra, "loss %.3f lr %.2e", loss, lr);
             progress_update(&pr, st.step, extra);
         }
+        /* Save the state every `every` seconds and at a test-hook stop; never after the
+         * last step (the checkpoint follows at once). */
         int stop = stop_after > 0 && st.step >= stop_after && st.step < p.steps;
         if (st.step < p.steps && (stop || (every > 0 && now - t_saved >= every))) {
             state_save(state_path, fp, m, &st);
@@ -609,6 +623,7 @@ int train_run(const TrainOpts *o) {
         if (!o->quiet) fprintf(stderr, "%s: stopped after step %ld, state in %s\n", stage_name(o->stage), st.step, state_path);
         rc = 3;
     } else {
+        /* LoRA: merge (PEFT merge_and_unload), so that base_ft is a plain checkpoint. */
         if (r->mode == TRAIN_LORA) lora_merge(m);
         model_set_train(m, TRAIN_NONE, NULL);
         char fph[32];
@@ -642,6 +657,9 @@ static int cmp_int(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
+/* Each comma-separated token is a number (a Person.id) or a split name; the union is
+ * returned sorted and without duplicates, so the run fingerprint does not depend on the
+ * spelling of the list. */
 int *train_parse_people(const World *w, const char *spec, int *n) {
     int cap = 16, k = 0;
     int *out = xmalloc((size_t)cap * sizeof *out);
@@ -677,6 +695,8 @@ int *train_parse_people(const World *w, const char *spec, int *n) {
 /* ============================================================================
  * Gates: multiple-choice accuracy, two scorings */
 
+/* Items evaluated together: one model_generate / model_score call each, so the KV cache
+ * and the score buffers stay small (EVAL_CHUNK x 4 sequences at most). */
 #define EVAL_CHUNK 64
 
 double train_mc_accuracy(Model *m, const Tokenizer *tok, const World *w, EvalSource src,
@@ -719,6 +739,7 @@ double train_mc_accuracy(Model *m, const Tokenizer *tok, const World *w, EvalSou
             }
         }
         if (scoring == SCORE_LETTER) {
+            /* Two tokens are enough: the answer's first token may be a bare space. */
             model_generate(m, gi, ns, 2, gr);
             for (int i = 0; i < cn; i++) {
                 char *txt = tok_decode(tok, gr[i].ids, gr[i].n, 1);
@@ -754,6 +775,7 @@ double train_mc_accuracy(Model *m, const Tokenizer *tok, const World *w, EvalSou
     return 100.0 * correct / n;
 }
 
+/* Four rows for a (model, set): image+text and text-only, letter and likelihood. */
 static void gate_add(GateReport *r, Model *m, const Tokenizer *tok, const World *w, const char *model_name,
                      const char *set, EvalSource src, const int *people, int np, double threshold, int upper) {
     static const struct { int mod; const char *name; } mods[] = {{MOD_IMAGE, "image+text"}, {MOD_TEXT, "text-only"}};
@@ -837,6 +859,8 @@ static void usage(FILE *f, int stage) {
             stage == STAGE_PT ? " (default: random init)" : " (required)");
 }
 
+/* Shared by pretrain and finetune: flags -> TrainOpts, train_run, then the gates of the
+ * model just written (base_pt rows after pretrain, base_ft rows after finetune). */
 static int cmd_train(int stage, int argc, char **argv) {
     Args a;
     args_init(&a, stage_name(stage), argc, argv);
