@@ -354,6 +354,15 @@ static void stage_gates(Ctx *c) {
     char *path = run_path(c, "gates.json");
     Json *j = marker_load(path, h);
     if (j) {
+        /* the table again, as train_gates prints it */
+        const Json *rows = json_get(j, "rows");
+        for (size_t i = 0; !c->quiet && rows && rows->type == JSON_ARRAY && i < rows->len; i++) {
+            const Json *r = rows->items[i];
+            fprintf(stderr, "  %-36s %-10s %7.1f %5.0f %3s %5.1f  %s\n", json_get_string(r, "what", "?", path),
+                    json_get_string(r, "scoring", "?", path), json_get_number(r, "value", NAN, path),
+                    json_get_number(r, "n", NAN, path), json_get_bool(r, "upper", 0, path) ? "<=" : ">=",
+                    json_get_number(r, "threshold", NAN, path), json_get_bool(r, "pass", 0, path) ? "PASS" : "FAIL");
+        }
         say(c, "gates: %s (from gates.json)", json_get_bool(j, "all_pass", 0, path) ? "all PASS" : "some FAIL");
     } else {
         GateReport g;
@@ -706,6 +715,7 @@ static void cell_finish(const Ctx *c, const char *dir, Json *j, const UnlearnRes
     json_add(j, "message", json_new_string(r->message));
     json_add(j, "steps", json_new_number((double)r->steps));
     json_add(j, "steps_planned", json_new_number((double)r->steps_planned));
+    json_add(j, "epochs", json_new_number(round(r->epochs * 1000) / 1000));   /* effective (opts: 0 = auto) */
     json_add(j, "seconds_unlearn", secs(su));
     json_add(j, "seconds_eval", secs(se));
     make_dirs(dir);

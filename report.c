@@ -679,8 +679,8 @@ static void row_load(Row *r, const char *run_dir, const Json *entry, const char 
         snprintf(r->status, sizeof r->status, "%s", st && st->type == JSON_STRING ? st->string : "ok");
         const Json *msg = json_get(r->cell, "message");
         if (msg && msg->type == JSON_STRING) r->message = msg->string;
-        r->steps = (long)json_path_number(r->cell, "steps");
-        if (isnan(json_path_number(r->cell, "steps"))) r->steps = -1;
+        double st_n = json_path_number(r->cell, "steps");
+        r->steps = isfinite(st_n) && st_n >= 0 ? (long)st_n : -1;
         r->sec_unlearn = json_path_number(r->cell, "seconds_unlearn");
         r->sec_eval = json_path_number(r->cell, "seconds_eval");
     }
@@ -1259,7 +1259,8 @@ static void md_hparams(Text *o, const Run *R) {
         md_cell(&t, r->setting);
         md_cell(&t, r->method);
         hp_cell(&t, r, "lr", -1);
-        hp_cell(&t, r, "epochs", -1);
+        double ep = json_path_number(r->cell, "epochs");        /* effective; opts.epochs 0 = auto */
+        if (isfinite(ep)) md_num(&t, ep, 2); else hp_cell(&t, r, "epochs", -1);
         if (r->steps >= 0) md_cellf(&t, "%ld", r->steps); else md_cell(&t, "-");
         hp_cell(&t, r, "batch", -1);
         hp_cell(&t, r, "alpha", -1);
@@ -1481,8 +1482,8 @@ static void write_plots(const Run *R, int quiet) {
     make_dirs(pd);
     int ns;
     const char **seqm = run_list(R, "seq_methods", &ns);
-    int S = (int)json_path_number(R->run, "sizes.n_seq");
-    if (S < 1 || S > 1000) S = 5;
+    double ns_d = json_path_number(R->run, "sizes.n_seq");
+    int S = isfinite(ns_d) && ns_d >= 1 && ns_d <= 1000 ? (int)ns_d : 5;
     const Row *bft = find_row(R, "finetuned-before");
     static const char *const what[3][3] = {
         {"sequential_forget.svg", "Sequential unlearning: forget accuracy (all groups so far)", "forget accuracy % (letter rule, lower = forgotten)"},

@@ -343,6 +343,7 @@ static void state_save(const char *path, uint64_t fp, const Model *m, const Stat
  * absent or belongs to another run (then nothing is changed). */
 static int state_load(const char *path, uint64_t fp, Model *m, State *st) {
     if (!file_exists(path)) return 0;
+    /* Any mismatch (magic, fingerprint, sizes) means "not ours": start afresh. */
     size_t n;
     char *p = read_file(path, &n);
     uint64_t nf = m->n_floats, nl = m->lora.attached ? m->lora.n_floats : 0, fnf, fnl, ffp;
@@ -360,6 +361,7 @@ static int state_load(const char *path, uint64_t fp, Model *m, State *st) {
     memcpy(&fnl, p + o, sizeof fnl); o += sizeof fnl;
     if (fnf != nf || fnl != nl || n != need) { free(p); return 0; }
     *st = s;
+    /* Restore the optimizer exactly: step count (bias correction), m and v. */
     m->opt_step = opt_step;
     size_t bytes = nf * sizeof(float);
     if (!m->m) { m->m = xmalloc(bytes); m->v = xmalloc(bytes); }
@@ -481,6 +483,8 @@ static void write_training_log(const char *out, const Plan *p, const State *st, 
     json_free(j);
 }
 
+/* Setup (world, tokenizer, model, stream, plan, resume), the step loop, then the
+ * checkpoint, or the state when the test hook stops the run. */
 int train_run(const TrainOpts *o) {
     CHECK(o->stage == STAGE_PT || o->stage == STAGE_FT);
     if (!o->out) die_input(NULL, "%s: --out is required", stage_name(o->stage));
@@ -494,7 +498,8 @@ int train_run(const TrainOpts *o) {
     char *tok_path = xasprintf("%s/tokenizer.json", w->dir);
     Tokenizer *tok = tok_load(tok_path);
 
-    /* The model: the base checkpoint, or a fresh init of the default config. */
+    /* The model: the base checkpoint, or a fresh init of the default config (llava-1m)
+     * with the world tokenizer's vocabulary. */
     Model *m;
     uint64_t base_hash = 0;
     if (o->base) {
@@ -608,7 +613,8 @@ int train_run(const TrainOpts *o) {
         }
         if (stop) { stopped = 1; break; }
     }
-    /* Final loss: mean over the last LOSS_RING steps (or all when fewer). */
+    /* Final loss: mean over the last LOSS_RING steps (or all when fewer). The ring lives
+     * in the state, so a resumed run reports the same value. */
     int nr = p.steps < LOSS_RING ? (int)p.steps : LOSS_RING;
     double final_loss = 0.0;
     for (int i = 0; i < nr; i++) final_loss += st.ring[i];
@@ -701,6 +707,8 @@ int *train_parse_people(const World *w, const char *spec, int *n) {
 
 double train_mc_accuracy(Model *m, const Tokenizer *tok, const World *w, EvalSource src,
                          const int *people, int n_people, int modality, int scoring, int *n_items) {
+    /* Chunks of EVAL_CHUNK items: letter = one prompt each (generate), likelihood = one
+     * sequence per option (score); the pixels of a chunk are shared by its options. */
     int n = 0;
     const EvalItem **ev = world_eval_select(w, src, people, n_people, TASK_BIT(TASK_MC), modality, &n);
     *n_items = n;
@@ -798,6 +806,8 @@ static void gate_add(GateReport *r, Model *m, const Tokenizer *tok, const World 
 }
 
 int train_gates(Model *pt, Model *ft, const Tokenizer *tok, const World *w, GateReport *r, FILE *f) {
+    /* All fictitious people and all celebrity candidates: the protocol picks its forget
+     * and retain sets among them, so every one must be known. */
     double t0 = now_seconds();
     memset(r, 0, sizeof *r);
     int nf = 0, nc = 0;

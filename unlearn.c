@@ -38,6 +38,7 @@
 #define UL_TEXT 4096            /* bytes of a rendered question / answer */
 #define UL_PROBE_BATCH 32       /* sequences per no-grad forward in probes */
 #define UL_PROBE_ITEMS 256      /* items per side the probe looks at (evenly spaced) */
+#define UL_EXPOSURE 80          /* default budget: presentations of each forget person's items */
 
 /* ============================================================================
  * Names and defaults */
@@ -87,21 +88,20 @@ static int uses_seq_ref(UlMethod m) { return m == UL_NPO || m == UL_NPO_RT || m 
 /* The defaults table (docs/methods.md): sources OU = open-unlearning configs, MLLMU =
  * MLLMU-Bench README commands, "cal" = calibrated for this scale (see docs). */
 typedef struct MethodDefaults {
-    float lr;                   /* cal */
-    double epochs;              /* cal */
+    float lr;                   /* cal (docs §6) */
     float beta, alpha, gamma, delta;
 } MethodDefaults;
 
 static const MethodDefaults method_defaults[UL_N_METHODS] = {
-    /*             lr     ep   beta  alpha gamma  delta */
-    [UL_GA]     = {1e-3f, 2.0, 0.0f, 0.0f, 1.0f,  0.0f},   /* OU: gamma 1 */
-    [UL_GD]     = {1e-3f, 2.0, 0.0f, 1.0f, 1.0f,  0.0f},   /* OU GradDiff: gamma 1, alpha 1 */
-    [UL_KLR]    = {1e-3f, 2.0, 0.0f, 1.0f, 1.0f,  0.0f},   /* OU GradDiff KL: gamma 1, alpha 1 */
-    [UL_NPO]    = {1e-3f, 2.0, 0.1f, 0.0f, 1.0f,  0.0f},   /* OU NPO beta 0.1, alpha 0 (pure NPO) */
-    [UL_NPO_RT] = {1e-3f, 2.0, 0.1f, 1.0f, 1.0f,  0.0f},   /* OU NPO: beta 0.1, alpha 1 */
-    [UL_SIMNPO] = {1e-3f, 2.0, 4.5f, 1.0f, 0.125f, 0.0f},  /* OU SimNPO: 4.5, 1, 0.125, 0 */
-    [UL_IDKPO]  = {1e-3f, 2.0, 0.1f, 1.0f, 1.0f,  0.0f},   /* OU DPO (idk): beta 0.1, 1, 1 */
-    [UL_RMU]    = {1e-3f, 2.0, 0.0f, 1.0f, 1.0f,  0.0f},   /* OU RMU: gamma 1, alpha 1 */
+    /*             lr     beta  alpha gamma  delta */
+    [UL_GA]     = {3e-3f, 0.0f, 0.0f, 1.0f,  0.0f},   /* OU: gamma 1 */
+    [UL_GD]     = {5e-3f, 0.0f, 1.0f, 1.0f,  0.0f},   /* OU GradDiff: gamma 1, alpha 1 */
+    [UL_KLR]    = {5e-3f, 0.0f, 1.0f, 1.0f,  0.0f},   /* OU GradDiff (KL): gamma 1, alpha 1 */
+    [UL_NPO]    = {3e-3f, 0.1f, 0.0f, 1.0f,  0.0f},   /* OU NPO: beta 0.1; alpha 0 = pure NPO */
+    [UL_NPO_RT] = {5e-3f, 0.1f, 1.0f, 1.0f,  0.0f},   /* OU NPO: beta 0.1, gamma 1, alpha 1 */
+    [UL_SIMNPO] = {5e-3f, 4.5f, 1.0f, 1.0f,  0.0f},   /* OU SimNPO: beta 4.5, delta 0, alpha 1; gamma cal (OU 0.125) */
+    [UL_IDKPO]  = {5e-3f, 0.1f, 1.0f, 1.0f,  0.0f},   /* OU DPO (idk): beta 0.1, gamma 1, alpha 1 */
+    [UL_RMU]    = {3e-3f, 0.0f, 1.0f, 1.0f,  0.0f},   /* OU RMU: gamma 1, alpha 1 */
 };
 
 UnlearnOpts unlearn_opts_default(UlMethod method, UlSetting setting) {
@@ -117,7 +117,7 @@ UnlearnOpts unlearn_opts_default(UlMethod method, UlSetting setting) {
     o.lora_alpha = 16.0f;
     o.lora_dropout = 0.0f;      /* MLLMU 0.05; 0 keeps NPO's log-ratio exactly 0 at step 0 */
     o.lr = d->lr;
-    o.epochs = d->epochs;
+    o.epochs = 0.0;             /* cal: auto, UL_EXPOSURE presentations per forget person */
     o.steps = 0;
     o.batch = 8;
     o.schedule = LR_LINEAR;     /* MLLMU: linear decay, no warm-up */
@@ -128,7 +128,7 @@ UnlearnOpts unlearn_opts_default(UlMethod method, UlSetting setting) {
     o.rmu_layer = 1;            /* cal: OU layer 7 of 32; here the 2nd of 4 */
     o.rmu_scale = 2.0f;         /* cal: s = rmu_scale * mean |h| at that layer */
     o.variant = UL_VARIANT_OU;
-    o.kl_mask = UL_KL_VALID;
+    o.kl_mask = UL_KL_ANSWER;   /* cal: OU averages over every position (docs §6) */
     o.fixed_render = 0;
     o.augment = 1;
     o.seed = 1;
@@ -561,7 +561,7 @@ static void validate_opts(const World *w, const UnlearnOpts *o) {
     if (o->n_forget <= 0) die_input(NULL, "unlearn: no forget people given");
     if (o->batch < 1) die_input(NULL, "unlearn: batch must be >= 1 (got %d)", o->batch);
     if (!(o->lr > 0.0f) || !isfinite(o->lr)) die_input(NULL, "unlearn: learning rate must be > 0");
-    if (o->steps <= 0 && !(o->epochs > 0.0)) die_input(NULL, "unlearn: give epochs > 0 or steps > 0");
+    if (o->epochs < 0.0 || !isfinite(o->epochs)) die_input(NULL, "unlearn: epochs must be >= 0 (0 = auto)");
     if (o->lora_r < 0) die_input(NULL, "unlearn: LoRA rank must be >= 0 (0 = full-parameter training)");
     if ((o->method == UL_NPO || o->method == UL_NPO_RT || o->method == UL_IDKPO || o->method == UL_SIMNPO) &&
         !(o->beta > 0.0f))
@@ -711,8 +711,13 @@ UlStatus unlearn_run(const World *w, const Tokenizer *tok, Model *model, Model *
     int B = o->batch;
     int alternating = o->variant == UL_VARIANT_MLLMU && (o->method == UL_GD || o->method == UL_KLR);
     long nb = (nF + B - 1) / B, per_epoch = alternating ? 2 * nb : nb;
-    long total = o->steps > 0 ? o->steps : (long)llround(o->epochs * (double)per_epoch);
+    /* epochs = 0: every forget person's items are presented UL_EXPOSURE times in all, so
+     * that settings with few items per person (pretrained: QA pairs only) get the same
+     * unlearning effort per person as those with many (docs §6) */
+    double epochs = o->epochs > 0.0 ? o->epochs : (double)UL_EXPOSURE * o->n_forget / (double)nF;
+    long total = o->steps > 0 ? o->steps : (long)llround(epochs * (double)per_epoch);
     if (total < 1) total = 1;
+    res->epochs = (double)total / (double)per_epoch;
     res->steps_planned = total;
     float *lt = xcalloc((size_t)total, sizeof(float)), *lf = xcalloc((size_t)total, sizeof(float));
     float *lret = xcalloc((size_t)total, sizeof(float)), *gn = xcalloc((size_t)total, sizeof(float));
@@ -866,6 +871,7 @@ UlStatus unlearn_run(const World *w, const Tokenizer *tok, Model *model, Model *
     json_set(j, "seconds", json_new_number(res->seconds));
     json_set(j, "n_forget_items", json_new_number(nF));
     json_set(j, "n_retain_items", json_new_number(nR));
+    json_set(j, "epochs", json_new_number(res->epochs));
     if (o->method == UL_RMU) {
         json_set(j, "rmu_hidden_norm", json_new_number(res->rmu_norm));
         json_set(j, "rmu_s", json_new_number(res->rmu_s));
@@ -914,7 +920,7 @@ static void usage(FILE *f) {
         "                     [--steps K] [--epochs E] [--lr X] [--batch B] [--beta B] [--alpha A] [--gamma G]\n"
         "                     [--delta D] [--rmu-layer L] [--rmu-scale S] [--lora-r R] [--lora-alpha A]\n"
         "                     [--lora-dropout P] [--schedule linear|constant|cosine] [--warmup N]\n"
-        "                     [--weight-decay W] [--clip C] [--variant ou|mllmu] [--kl-mask valid|answer]\n"
+        "                     [--weight-decay W] [--clip C] [--variant ou|mllmu] [--kl-mask answer|valid]\n"
         "                     [--ref-policy previous|original|oracle] [--ref-model CKPT] [--fixed-render]\n"
         "                     [--no-augment] [--seed S] [--merge] [--no-probe] [--quiet]\n\n"
         "One unlearning operation. Methods: ga, gd, ga_klr, npo, npo_rt, simnpo, idkpo, rmu\n"
@@ -1019,7 +1025,7 @@ int cmd_unlearn(int argc, char **argv) {
     const char *rspec = args_str(&a, "retain", NULL);
     const char *fd = args_str(&a, "forget-data", NULL), *params = args_str(&a, "params", "llm");
     o.steps = args_long(&a, "steps", 0, 0, 100000000L);
-    o.epochs = args_double(&a, "epochs", o.epochs, 1e-6, 1e6);
+    o.epochs = args_double(&a, "epochs", o.epochs, 0, 1e6);
     o.lr = (float)args_double(&a, "lr", o.lr, 1e-12, 1e30);
     o.batch = (int)args_long(&a, "batch", o.batch, 1, 4096);
     double beta = args_double(&a, "beta", -1.0, 0, 1e6);     /* -1: not given */

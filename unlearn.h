@@ -82,7 +82,8 @@ typedef struct UnlearnOpts {
     float lora_dropout;
     /* optimisation */
     float lr;                   /* peak learning rate */
-    double epochs;              /* passes over the forget items (steps = 0) */
+    double epochs;              /* passes over the forget items (steps = 0); 0 = auto: each
+                                   forget person's items presented 80 times in all */
     long steps;                 /* optimizer steps; > 0 overrides epochs */
     int batch;                  /* forget sequences per step (retain: as many, paired) */
     LrKind schedule;            /* decay after warm-up */
@@ -116,6 +117,7 @@ typedef struct UnlearnResult {
     char message[256];          /* "" or what went wrong (diverged: step, which value) */
     long steps;                 /* optimizer steps completed */
     long steps_planned;
+    double epochs;              /* passes over the forget items that steps_planned makes */
     long diverged_step;         /* 0-based step whose loss/gradient was not finite, or -1 */
     double seconds;             /* wall time of the operation (probes included) */
     int n_forget_items, n_retain_items;

@@ -265,8 +265,8 @@ static void test_first_step(void) {
     TEST(fabs(loss_value(m, ref, &tp, &o, NULL, &ub, UL_PHASE_RETAIN) - nll_r) < 1e-5, "GD retain pass = NLL_r");
     o = unlearn_opts_default(UL_KLR, UL_FINETUNED);
     TEST(fabs(loss_value(m, ref, &tp, &o, NULL, &ub, UL_PHASE_BOTH) + nll_f) < 1e-5, "GA+KLR at start = -NLL_f (KL 0)");
-    o.kl_mask = UL_KL_ANSWER;
-    TEST(fabs(loss_value(m, ref, &tp, &o, NULL, &ub, UL_PHASE_BOTH) + nll_f) < 1e-5, "GA+KLR (answer mask) at start");
+    o.kl_mask = UL_KL_VALID;
+    TEST(fabs(loss_value(m, ref, &tp, &o, NULL, &ub, UL_PHASE_BOTH) + nll_f) < 1e-5, "GA+KLR (valid mask) at start");
     o.variant = UL_VARIANT_MLLMU;
     TEST(fabs(loss_value(m, ref, &tp, &o, NULL, &ub, UL_PHASE_RETAIN) - nll_r) < 1e-4, "MLLMU KL_Min retain pass at start = NLL_r");
     o = unlearn_opts_default(UL_NPO, UL_FINETUNED);
@@ -285,7 +285,7 @@ static void test_first_step(void) {
     double want = 0.0;
     for (int i = 0; i < 4; i++) want += -(2.0 / 4.5) * logsig(4.5 * (-seq[i] / nl[i])) / 4.0;
     v = loss_value(m, ref, &tp, &o, NULL, &ub, UL_PHASE_BOTH);
-    TEST(fabs(v - (0.125 * want + nll_r)) < 1e-4, "SimNPO %g, expected %g", v, 0.125 * want + nll_r);
+    TEST(fabs(v - (o.gamma * want + nll_r)) < 1e-4, "SimNPO %g, expected %g", v, o.gamma * want + nll_r);
     o = unlearn_opts_default(UL_RMU, UL_FINETUNED);
     UlTerms t;
     unlearn_loss(m, ref, &tp, &o, ctrl, &ub, UL_PHASE_BOTH, &t);
