@@ -2029,11 +2029,10 @@ static int count_eval(const World *w, EvalSource src) {
 }
 
 static void world_free_generated(World *w);
-static char *default_raw_dir(void);
 
 void data_generate(const Preset *P, uint64_t seed, const char *raw, const char *out_dir) {
     check_preset(P);
-    char *raw_dir = raw ? xstrdup(raw) : default_raw_dir();
+    char *raw_dir = raw ? xstrdup(raw) : data_default_raw_dir();
     char *tmp = xasprintf("%s.tmp", out_dir);
     prepare_out(out_dir, tmp);
     Gen g = {0};
@@ -2845,8 +2844,7 @@ void world_image_pixels(const World *w, int image, Rng *aug, float *chw) {
 /* ----------------------------------------------------------------------------
  * pulse data */
 
-/* data/ next to the executable (the repository), else ./data. */
-static char *default_raw_dir(void) {
+char *data_default_raw_dir(void) {
     char exe[4096];
     ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
     if (n > 0) {

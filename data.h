@@ -194,6 +194,9 @@ typedef struct World {
  * ./data). Refuses an existing non-empty out_dir that is not a pulse world; replaces one
  * that is. Prints a two-line summary on stderr. */
 void data_generate(const Preset *p, uint64_t seed, const char *raw_dir, const char *out_dir);
+/* The raw material's directory: data/ next to the executable (the repository), else
+ * ./data. malloc'ed. */
+char *data_default_raw_dir(void);
 /* `pulse data [--preset P] [--seed S] [--raw DIR] --out DIR`. */
 int cmd_data(int argc, char **argv);
 

@@ -243,24 +243,6 @@ static uint64_t raw_hash(const char *dir) {
     return h;
 }
 
-/* The raw material: --raw, else data/ next to the executable (the repository), else
- * ./data (the same rule as `pulse data`). malloc'ed. */
-static char *raw_dir_default(void) {
-    char exe[4096];
-    ssize_t n = readlink("/proc/self/exe", exe, sizeof exe - 1);
-    if (n > 0) {
-        exe[n] = 0;
-        char *slash = strrchr(exe, '/');
-        if (slash) {
-            *slash = 0;
-            char *d = xasprintf("%s/data/templates.txt", exe);
-            int ok = file_exists(d);
-            free(d);
-            if (ok) return xasprintf("%s/data", exe);
-        }
-    }
-    return xstrdup("data");
-}
 
 static void stage_data(Ctx *c) {
     const Preset *p = c->preset;
@@ -1076,7 +1058,7 @@ int cmd_run(int argc, char **argv) {
     parse_settings(&c.settings, settings);
     parse_methods(&c.seq_methods, seqm, "seq-methods");
     parse_methods(&c.params_methods, pm, "params-methods");
-    char *out_default = xasprintf("runs/%s", c.preset->name), *raw_default = raw ? NULL : raw_dir_default();
+    char *out_default = xasprintf("runs/%s", c.preset->name), *raw_default = raw ? NULL : data_default_raw_dir();
     c.raw = raw ? raw : raw_default;
     c.out = out ? out : out_default;
 #ifdef _OPENMP

@@ -58,13 +58,13 @@
  * warm-up and cosine decay, clipping at 1.0: what made 1M-parameter models learn in
  * ../shared/research/feasibility.md. Epochs count presentations (Item.repeat included). */
 static const Recipe recipes[] = {
-    /* preset  stage     epochs batch  lr      warmup sched      wd    clip  mode        r   alpha targets */
-    {"tiny",  STAGE_PT,   2,    16,   2e-3f,   20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm"},
-    {"tiny",  STAGE_FT,   4,    16,   2e-3f,   10,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm"},
-    {"small", STAGE_PT,  12,    16,   3e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm"},
-    {"small", STAGE_FT,  20,    16,   3e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm"},
-    {"paper", STAGE_PT,  12,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm"},
-    {"paper", STAGE_FT,  20,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm"},
+    /* preset  stage     epochs batch  lr      warmup sched      wd    clip  mode        r   alpha targets replay */
+    {"tiny",  STAGE_PT,   2,    16,   2e-3f,   20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f},
+    {"tiny",  STAGE_FT,   4,    16,   2e-3f,   10,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f},
+    {"small", STAGE_PT,  12,    16,   3e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f},
+    {"small", STAGE_FT,  20,    16,   3e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f},
+    {"paper", STAGE_PT,  12,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f},
+    {"paper", STAGE_FT,  20,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f},
 };
 
 Recipe train_recipe(const char *preset, int stage) {
@@ -84,6 +84,7 @@ TrainOpts train_opts_default(int stage) {
     o.warmup = -1;
     o.schedule = -1;
     o.mode = -1;
+    o.replay = -1;
     return o;
 }
 
@@ -137,53 +138,95 @@ static Model *load_checkpoint(const char *dir) {
 
 typedef struct Stream {
     const World *w;
-    const Item **items;         /* selected items, World order */
+    const Item **items;         /* selected items of the stage, World order */
     int n_items;
-    int *pres;                  /* [n_pres] item (index into items) of each presentation */
-    int n_pres;
-    int *order;                 /* [n_pres] the current epoch's shuffle of pres */
+    const Item **pres;          /* [n_own] presentations of the stage's items (repeats expanded) */
+    int n_own;
+    const Item **rep;           /* [n_rep] pre-training presentations (fine-tuning replay) */
+    const Item **rep_tmp;       /* [n_rep] scratch for the epoch's replay draw */
+    int n_rep;
+    int n_replay;               /* replayed presentations an epoch (<= n_rep) */
+    int n_pres;                 /* presentations an epoch: n_own + n_replay */
+    const Item **order;         /* [n_pres] the current epoch's order */
     long epoch;                 /* epoch that order holds, -1 none */
     uint64_t seed;
 } Stream;
 
-/* Selects the stage's items without the excluded people and expands them by Item.repeat
- * into the presentation list (World order; the shuffle happens per epoch). */
-static void stream_init(Stream *s, const World *w, int stage, const int *exclude, int n_exclude, uint64_t seed) {
+/* Items of `stages` without the excluded people, expanded by Item.repeat (World order);
+ * *n gets the count. The selection is returned in *sel (free it). */
+static const Item **presentations(const World *w, int stages, const int *exclude, int n_exclude,
+                                  const Item ***sel, int *n_sel, int *n) {
+    Select q = {stages, FMT_ALL, MOD_ANY, n_exclude ? exclude : NULL, n_exclude, 1};
+    *sel = world_select(w, &q, n_sel);
+    int total = 0;
+    for (int i = 0; i < *n_sel; i++) total += (*sel)[i]->repeat > 0 ? (*sel)[i]->repeat : 1;
+    const Item **p = xmalloc((size_t)(total ? total : 1) * sizeof *p);
+    int k = 0;
+    for (int i = 0; i < *n_sel; i++)
+        for (int r = 0; r < ((*sel)[i]->repeat > 0 ? (*sel)[i]->repeat : 1); r++) p[k++] = (*sel)[i];
+    *n = total;
+    return p;
+}
+
+/* The stage's presentations, plus for fine-tuning with replay > 0 a pool of pre-training
+ * presentations of which replay x (fine-tuning presentations) are mixed into every epoch
+ * (a fresh draw each epoch), so that base_ft keeps what base_pt knew. */
+static void stream_init(Stream *s, const World *w, int stage, const int *exclude, int n_exclude, uint64_t seed,
+                        double replay) {
     memset(s, 0, sizeof *s);
     s->w = w;
     s->seed = seed;
-    Select sel = {stage, FMT_ALL, MOD_ANY, exclude, n_exclude, 1};
-    if (n_exclude == 0) sel.people = NULL;
-    s->items = world_select(w, &sel, &s->n_items);
-    if (s->n_items == 0) die_input(w->dir, "no %s items to train on", stage_name(stage));
-    for (int i = 0; i < s->n_items; i++) s->n_pres += s->items[i]->repeat > 0 ? s->items[i]->repeat : 1;
-    s->pres = xmalloc((size_t)s->n_pres * sizeof *s->pres);
+    s->pres = presentations(w, stage, exclude, n_exclude, &s->items, &s->n_items, &s->n_own);
+    if (s->n_own == 0) die_input(w->dir, "no %s items to train on", stage_name(stage));
+    if (stage == STAGE_FT && replay > 0) {
+        const Item **sel;
+        int n_sel;
+        s->rep = presentations(w, STAGE_PT, exclude, n_exclude, &sel, &n_sel, &s->n_rep);
+        free((void *)sel);
+        s->n_replay = (int)lround(replay * s->n_own);
+        if (s->n_replay > s->n_rep) s->n_replay = s->n_rep;
+        s->rep_tmp = xmalloc((size_t)(s->n_rep ? s->n_rep : 1) * sizeof *s->rep_tmp);
+    }
+    s->n_pres = s->n_own + s->n_replay;
     s->order = xmalloc((size_t)s->n_pres * sizeof *s->order);
-    int k = 0;
-    for (int i = 0; i < s->n_items; i++)
-        for (int r = 0; r < (s->items[i]->repeat > 0 ? s->items[i]->repeat : 1); r++) s->pres[k++] = i;
     s->epoch = -1;
 }
 
 static void stream_free(Stream *s) {
     free((void *)s->items);
-    free(s->pres);
-    free(s->order);
+    free((void *)s->pres);
+    free((void *)s->rep);
+    free((void *)s->rep_tmp);
+    free((void *)s->order);
 }
 
-/* The item of example k (global example number). The epoch's shuffle is recomputed only
+/* The item of example k (global example number). The epoch's order is recomputed only
  * when k enters another epoch; it depends on (seed, epoch) alone, so a resumed run that
  * starts in the middle of an epoch sees the same order. */
 static const Item *stream_item(Stream *s, long k) {
     long e = k / s->n_pres;
     if (e != s->epoch) {
-        memcpy(s->order, s->pres, (size_t)s->n_pres * sizeof *s->order);
+        memcpy(s->order, s->pres, (size_t)s->n_own * sizeof *s->order);
         Rng r;
+        if (s->n_replay) {
+            /* the first n_replay of a shuffle of the whole pre-training pool */
+            memcpy(s->rep_tmp, s->rep, (size_t)s->n_rep * sizeof *s->rep_tmp);
+            stream_rng(&r, s->seed, "replay", (uint64_t)e);
+            for (int i = 0; i < s->n_replay; i++) {
+                int j = i + (int)rng_below(&r, (uint32_t)(s->n_rep - i));
+                const Item *t = s->rep_tmp[i]; s->rep_tmp[i] = s->rep_tmp[j]; s->rep_tmp[j] = t;
+                s->order[s->n_own + i] = s->rep_tmp[i];
+            }
+        }
+        /* Fisher-Yates over the epoch (rng_shuffle_int works on ints only) */
         stream_rng(&r, s->seed, "order", (uint64_t)e);
-        rng_shuffle_int(&r, s->order, s->n_pres);
+        for (int i = s->n_pres - 1; i > 0; i--) {
+            int j = (int)rng_below(&r, (uint32_t)(i + 1));
+            const Item *t = s->order[i]; s->order[i] = s->order[j]; s->order[j] = t;
+        }
         s->epoch = e;
     }
-    return s->items[s->order[k % s->n_pres]];
+    return s->order[k % s->n_pres];
 }
 
 /* Length bucketing: TRAIN_BUCKET consecutive batches of the example stream form a
@@ -403,6 +446,7 @@ static Plan make_plan(const TrainOpts *o, const World *w, long n_pres) {
     if (o->mode >= 0) p.r.mode = (TrainMode)o->mode;
     if (o->lora_r > 0) p.r.lora_r = o->lora_r;
     if (o->lora_alpha > 0) p.r.lora_alpha = o->lora_alpha;
+    if (o->replay >= 0) p.r.replay = o->replay;
     p.steps = o->steps > 0 ? o->steps : (long)ceil(p.r.epochs * (double)n_pres / p.r.batch);
     if (p.steps < 1) p.steps = 1;
     return p;
@@ -418,9 +462,10 @@ static uint64_t run_fingerprint(const TrainOpts *o, const World *w, const Plan *
     h = hash64(&base_hash, sizeof base_hash, h);
     h = hash64(&p->steps, sizeof p->steps, h);
     char buf[256];
-    int n = snprintf(buf, sizeof buf, "%g %d %g %ld %d %g %g %d %d %g %s", p->r.epochs, p->r.batch,
+    int n = snprintf(buf, sizeof buf, "%g %d %g %ld %d %g %g %d %d %g %s %g", p->r.epochs, p->r.batch,
                      (double)p->r.lr, p->r.warmup, (int)p->r.schedule, (double)p->r.weight_decay,
-                     (double)p->r.clip, (int)p->r.mode, p->r.lora_r, (double)p->r.lora_alpha, p->r.lora_targets);
+                     (double)p->r.clip, (int)p->r.mode, p->r.lora_r, (double)p->r.lora_alpha, p->r.lora_targets,
+                     (double)p->r.replay);
     h = hash64(buf, (size_t)n, h);
     for (int i = 0; i < o->n_exclude; i++) h = hash64(&o->exclude[i], sizeof o->exclude[i], h);
     return h;
@@ -449,6 +494,7 @@ static Json *provenance_extra(const TrainOpts *o, const World *w, const Plan *p,
         json_set(j, "lora_alpha", json_new_number(p->r.lora_alpha));
         json_set(j, "lora_targets", json_new_string(p->r.lora_targets));
     }
+    if (o->stage == STAGE_FT) json_set(j, "pretraining_replay", json_new_number(p->r.replay));
     Json *ex = json_new_array();
     for (int i = 0; i < o->n_exclude; i++) json_push(ex, json_new_number(w->people[o->exclude[i]].id));
     json_set(j, "excluded_people", ex);
@@ -518,8 +564,9 @@ int train_run(const TrainOpts *o) {
     }
 
     Stream s;
-    stream_init(&s, w, o->stage, o->exclude, o->n_exclude, o->seed);
-    Plan p = make_plan(o, w, s.n_pres);
+    Plan p = make_plan(o, w, 0);
+    stream_init(&s, w, o->stage, o->exclude, o->n_exclude, o->seed, p.r.replay);
+    p = make_plan(o, w, s.n_pres);
     const Recipe *r = &p.r;
     if (r->mode == TRAIN_LORA) {
         LoraConfig lc = {r->lora_r, r->lora_alpha, 0.0f, r->lora_targets, o->seed};
@@ -863,6 +910,8 @@ static void usage(FILE *f, int stage) {
                "  --steps N             optimizer steps (default: epochs x presentations / batch)\n"
                "  --epochs E  --batch B  --lr LR  --warmup N  --schedule constant|linear|cosine\n"
                "  --mode full|lora  --lora-r R  --lora-alpha A   (LoRA is merged before saving)\n"
+               "  --replay F            fine-tuning: mix F x (fine-tuning presentations) of pre-training\n"
+               "                        presentations into every epoch, drawn afresh (keeps base_pt's knowledge)\n"
                "  --state-every SEC     seconds between saved training states (default 30, 0: never)\n"
                "  --no-gates            do not evaluate the gates after training\n"
                "Restarting the same command after an interruption resumes from CKPT.state.\n",
@@ -891,6 +940,7 @@ static int cmd_train(int stage, int argc, char **argv) {
     const char *mode = args_str(&a, "mode", NULL);
     o.lora_r = (int)args_long(&a, "lora-r", 0, 0, 4096);
     o.lora_alpha = (float)args_double(&a, "lora-alpha", 0, 0, 1e6);
+    o.replay = args_double(&a, "replay", -1, 0, 100);
     double every = args_double(&a, "state-every", 30, 0, 1e9);
     o.state_every = every == 0 ? -1 : every;
     int no_gates = args_flag(&a, "no-gates");

@@ -41,6 +41,8 @@ typedef struct Recipe {
     int lora_r;                 /* LoRA rank (TRAIN_LORA) */
     float lora_alpha;           /* LoRA alpha (TRAIN_LORA) */
     const char *lora_targets;   /* LoRA target spec (see LoraConfig.targets) */
+    float replay;               /* fine-tuning: pre-training presentations mixed into each epoch,
+                                   as a fraction of the fine-tuning presentations (0: none) */
 } Recipe;
 
 /* The recipe for (preset, stage); unknown presets fall back to the "small" row. */
@@ -66,6 +68,7 @@ typedef struct TrainOpts {
     int mode;                   /* -1: recipe, else TRAIN_FULL or TRAIN_LORA */
     int lora_r;
     float lora_alpha;
+    double replay;              /* -1: recipe */
     /* Behaviour */
     double state_every;         /* seconds between saved training states (0: 30 s; < 0: never) */
     long stop_after;            /* test hook: save the state and return 3 after this many
