@@ -243,7 +243,6 @@ static uint64_t raw_hash(const char *dir) {
     return h;
 }
 
-
 static void stage_data(Ctx *c) {
     const Preset *p = c->preset;
     uint64_t h = h_int(HASH64_INIT, PROTOCOL_VERSION);
