@@ -184,8 +184,28 @@ int main(void) {
     TEST(!ck->model->lora.attached, "base_ft is a plain checkpoint (LoRA merged)");
     TEST(ck->stage && strcmp(ck->stage, "finetune") == 0, "finetune provenance");
     ckpt_free(ck);
-    free(seen.item_seen);
     free((void *)items);
+
+    /* Replay: pre-training items mixed into fine-tuning, the exclusion still holds. */
+    memset(seen.item_seen, 0, (size_t)w->n_items);
+    seen.bad = 0;
+    char *ftr = tpath("ft_replay");
+    o = small_opts(w, STAGE_FT, ftr, sanitized ? 2 : 16);
+    o.base = d1;
+    o.exclude = fs->people;
+    o.n_exclude = fs->n;
+    o.replay = 0.5;
+    o.on_batch = check_batch;
+    o.ctx = &seen;
+    TEST(train_run(&o) == 0, "fine-tuning with replay runs");
+    int n_pt = 0, n_ft = 0;
+    for (int i = 0; i < w->n_items; i++) {
+        n_pt += seen.item_seen[i] && w->items[i].stage == STAGE_PT;
+        n_ft += seen.item_seen[i] && w->items[i].stage == STAGE_FT;
+    }
+    TEST(n_pt > 0 && n_ft > 0, "replay mixes pre-training (%d) and fine-tuning (%d) items", n_pt, n_ft);
+    TEST(seen.bad == 0, "excluded people never in a replay batch (%d hits)", seen.bad);
+    free(ftr);
 
     /* 5. People lists: IDs and split names. */
     char spec[64];
@@ -216,6 +236,7 @@ int main(void) {
     ckpt_free(pt);
     ckpt_free(fc);
 
+    free(seen.item_seen);
     world_free(w);
     remove_tree(tmpdir);
     free(wdir); free(a); free(d1); free(d2); free(d3); free(r); free(state); free(ft);

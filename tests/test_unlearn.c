@@ -370,13 +370,18 @@ static void test_run(void) {
     snprintf(dir, sizeof dir, "%s/pulse_test_unlearn_XXXXXX", access("/dev/shm", W_OK) == 0 ? "/dev/shm" : "/tmp");
     if (!mkdtemp(dir)) { TEST(0, "mkdtemp %s", dir); return; }
     char *wdir = xasprintf("%s/world", dir);
+    double tg = now_seconds();
     data_generate(preset_find("tiny"), 1, "data", wdir);
     World *w = world_load(wdir);
+    if (getenv("PULSE_TEST_TIMES")) fprintf(stderr, "times: world %.2f s\n", now_seconds() - tg);
     char *tp_ = xasprintf("%s/tokenizer.json", wdir);
     Tokenizer *tok = tok_load(tp_);
+    /* a small random model over the world's vocabulary (speed under the sanitizers) */
     LlavaConfig c = config_default();
     c.vocab_size = tok_vocab_size(tok);
-    c.num_hidden_layers = 2; c.intermediate_size = 192; c.v_num_hidden_layers = 1;
+    c.hidden_size = 64; c.num_attention_heads = 2; c.num_key_value_heads = 2;
+    c.num_hidden_layers = 2; c.intermediate_size = 128;
+    c.v_hidden_size = 32; c.v_intermediate_size = 64; c.v_num_hidden_layers = 1; c.v_num_attention_heads = 2;
     Model *m = model_new(&c);
     model_init(m, 3);
 
