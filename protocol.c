@@ -288,7 +288,7 @@ static uint64_t stage_train(Ctx *c, const char *name, int stage, const char *bas
     h = h_str(h, name); h = h_int(h, stage); h = h_str(h, base);
     h = h_dbl(h, r.epochs); h = h_int(h, r.batch); h = h_dbl(h, r.lr); h = h_int(h, r.warmup);
     h = h_int(h, r.schedule); h = h_dbl(h, r.weight_decay); h = h_dbl(h, r.clip); h = h_int(h, r.mode);
-    h = h_int(h, r.lora_r); h = h_dbl(h, r.lora_alpha); h = h_str(h, r.lora_targets);
+    h = h_int(h, r.lora_r); h = h_dbl(h, r.lora_alpha); h = h_str(h, r.lora_targets); h = h_dbl(h, r.replay);
     h = h_int(h, (long long)c->seed);
     h = h_ints(h, exclude, n_exclude);
     char *rel = xasprintf("state/%s.json", name), *marker = run_path(c, rel), *dir = run_path(c, name);
