@@ -27,7 +27,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -67,11 +66,13 @@ typedef struct List {
     char **item;                /* canonical names, malloc'ed */
 } List;
 
+/* Lists are short (methods, settings): linear search is fine. */
 static int list_has(const List *l, const char *s) {
     for (int i = 0; i < l->n; i++) if (strcmp(l->item[i], s) == 0) return 1;
     return 0;
 }
 
+/* Appends a copy of s unless it is there already (a list is a set in insertion order). */
 static void list_add(List *l, const char *s) {
     if (list_has(l, s)) return;
     if (l->n == l->cap) {
@@ -103,6 +104,7 @@ static void parse_methods(List *l, const char *spec, const char *flag) {
     if (l->n == 0) die_input(NULL, "run: --%s: empty list", flag);
 }
 
+/* The settings in execution order; "all" selects every one. */
 static const char *const all_settings[] = {"finetuned", "pretrained", "sequential", "params", "forgetdata"};
 
 static void parse_settings(List *l, const char *spec) {
@@ -111,7 +113,9 @@ static void parse_settings(List *l, const char *spec) {
         int ok = 0;
         for (int i = 0; i < 5; i++)
             if (strcmp(t, "all") == 0 || strcmp(t, all_settings[i]) == 0) { list_add(l, all_settings[i]); ok = 1; }
-        if (!ok) die_input(NULL, "run: --settings: unknown setting '%s' (finetuned, pretrained, sequential, params, forgetdata, all)", t);
+        if (!ok)
+            die_input(NULL, "run: --settings: unknown setting '%s' (finetuned, pretrained, sequential, params, "
+                      "forgetdata, all)", t);
     }
     free(s);
     if (l->n == 0) die_input(NULL, "run: --settings: empty list");
@@ -145,6 +149,7 @@ typedef struct Ctx {
     double t_start;
 } Ctx;
 
+/* One progress line on stderr, "pulse run: ..." (nothing with --quiet). */
 static void say(const Ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static void say(const Ctx *c, const char *fmt, ...) {
     if (c->quiet) return;
@@ -156,6 +161,7 @@ static void say(const Ctx *c, const char *fmt, ...) {
     va_end(ap);
 }
 
+/* RUN_DIR/rel, malloc'ed. */
 static char *run_path(const Ctx *c, const char *rel) { return xasprintf("%s/%s", c->out, rel); }
 
 /* A marker file: its JSON if it parses and carries hash h, else NULL. */
@@ -171,6 +177,7 @@ static Json *marker_load(const char *path, uint64_t h) {
     return j;
 }
 
+/* Whether a marker is current (its content is not needed). */
 static int marker_ok(const char *path, uint64_t h) {
     Json *j = marker_load(path, h);
     json_free(j);
@@ -243,6 +250,9 @@ static uint64_t raw_hash(const char *dir) {
     return h;
 }
 
+/* Stage 0: the world is generated unless its marker is current; it is loaded either way,
+ * with its tokenizer, once for the whole run. The hash covers the preset's every size, the
+ * seed and the raw material's bytes. */
 static void stage_data(Ctx *c) {
     const Preset *p = c->preset;
     uint64_t h = h_int(HASH64_INIT, PROTOCOL_VERSION);
@@ -283,6 +293,7 @@ static void stage_data(Ctx *c) {
  * training test hook stopped it (the caller then stops the run). */
 static uint64_t stage_train(Ctx *c, const char *name, int stage, const char *base, uint64_t h_base,
                             const int *exclude, int n_exclude) {
+    /* every recipe field that changes the weights, plus the base and the excluded people */
     Recipe r = train_recipe(c->preset->name, stage);
     uint64_t h = h_int(h_base, PROTOCOL_VERSION);
     h = h_str(h, name); h = h_int(h, stage); h = h_str(h, base);
@@ -320,6 +331,7 @@ out:
     return h;
 }
 
+/* A checkpoint of the run directory (ckpt_load validates it; a broken one is exit 2). */
 static Checkpoint *load_ckpt(const Ctx *c, const char *name) {
     char *dir = run_path(c, name);
     Checkpoint *ck = ckpt_load(dir);
@@ -330,6 +342,8 @@ static Checkpoint *load_ckpt(const Ctx *c, const char *name) {
 /* ============================================================================
  * Stage 1b: the gates */
 
+/* Stage 1b: train_gates on both base models, recorded in gates.json (the table) and
+ * state/gates.json (its time). The hash is the two models' hashes: retraining redoes it. */
 static void stage_gates(Ctx *c) {
     uint64_t h = h_str(h_int(c->h_ft, (long long)c->h_pt), "gates");
     char *path = run_path(c, "gates.json");
@@ -384,6 +398,8 @@ static void stage_gates(Ctx *c) {
 
 typedef struct Ranked { int person; double acc; } Ranked;
 
+/* Descending accuracy, then ascending world index: a total order, so the ranking is
+ * the same on every machine. */
 static int cmp_ranked(const void *a, const void *b) {
     const Ranked *x = a, *y = b;
     if (x->acc != y->acc) return x->acc > y->acc ? -1 : 1;
@@ -396,6 +412,9 @@ static const char *const celeb_rule =
     "order). Kept rank r (0-based) goes to the forget group iff floor((r+1) F / K) > floor(r F / K), which "
     "spreads the F forget celebrities evenly over the ranking, so both groups are known equally well.";
 
+/* Stage 2: rank the celebrity candidates by base_pt's measured accuracy, keep the top K,
+ * split them (celeb_rule), write celebrities.json; the groups are read back from the file
+ * either way, so a resumed run uses exactly the recorded selection. */
 static void stage_celebrities(Ctx *c) {
     const Preset *p = c->preset;
     int nc;
@@ -419,6 +438,7 @@ static void stage_celebrities(Ctx *c) {
         json_add(j, "keep", json_new_number(K));
         json_add(j, "forget_count", json_new_number(F));
         Json *all = json_new_array(), *fa = json_new_array(), *ra = json_new_array();
+        /* rank r < K is kept; the Bresenham test spreads the F forget ranks evenly */
         for (int r = 0; r < nc; r++) {
             const Person *pp = &c->w->people[rk[r].person];
             const char *group = "not kept";
@@ -506,6 +526,7 @@ static EvalSpec spec_for(const Ctx *c, const char *setting, int light) {
     return e;
 }
 
+/* Everything of an evaluation that changes its numbers; batch size and threads do not. */
 static uint64_t spec_hash(uint64_t h, const EvalSpec *e, const Ctx *c) {
     h = h_str(h, "eval");
     h = h_int(h, e->sets); h = h_int(h, e->tasks);
@@ -516,6 +537,8 @@ static uint64_t spec_hash(uint64_t h, const EvalSpec *e, const Ctx *c) {
     return h;
 }
 
+/* eval_run on m with the spec's people and the run's celebrity groups; writes
+ * dir/results.json, predictions.jsonl and timing.json; returns the results and the time. */
 static Json *run_eval(Ctx *c, Model *m, const EvalSpec *e, const char *dir, const char *model_rel, double *seconds) {
     EvalOptions o = eval_options_default();
     o.sets = e->sets; o.tasks = e->tasks;
@@ -564,6 +587,7 @@ static int cell_done(const Ctx *c, const char *rel, uint64_t h) {
     return ok;
 }
 
+/* The results of a finished cell (cell_done checked that they parse). */
 static Json *load_results(const Ctx *c, const char *rel) {
     char *p = xasprintf("%s/%s/results.json", c->out, rel);
     Json *j = json_load(p);
@@ -578,6 +602,7 @@ static double acc_of(const Json *res, const char *set, const char *task) {
     return v && v->type == JSON_NUMBER ? v->number : NAN;
 }
 
+/* "[ k/N] id  what  forget .. retain .. genbench .." (letter rule, pooled modalities). */
 static void progress_line(Ctx *c, const char *id, const char *what, const Json *res) {
     c->cell_i++;
     if (c->quiet) return;
@@ -676,6 +701,8 @@ static uint64_t opts_hash(uint64_t h, const UnlearnOpts *o) {
     return h_ints(h, o->retain, o->n_retain);
 }
 
+/* A method's documented defaults for a setting, with the setting's people, the run's seed,
+ * and adapters merged after the operation (the next step or cell starts from weights). */
 static UnlearnOpts cell_opts(const Ctx *c, const char *method, UlSetting setting, UlParams params) {
     UnlearnOpts o = unlearn_opts_default((UlMethod)unlearn_method_parse(method), setting);
     o.params = params;
@@ -728,12 +755,15 @@ static void cell_unlearn(Ctx *c, const char *id, const char *setting, Model *bas
         free(rel); free(dir);
         return;
     }
+    /* a fresh copy of the base model: cells never see each other's changes */
     model_copy_weights(c->work, base);
     UnlearnResult r;
     double t0 = now_seconds();
     unlearn_run(c->w, c->tok, c->work, NULL, uo, &r);
     double su = now_seconds() - t0, se = 0;
     Json *res = NULL;
+    /* a diverged operation left the model as it was: evaluating it would report the
+     * base model under the method's name, so it is recorded without results */
     if (r.status == UL_OK) res = run_eval(c, c->work, e, dir, base_rel, &se);
     Json *j = cell_json(id, "unlearn", setting, unlearn_method_name(uo->method), unlearn_params_name(uo->params), -1);
     json_add(j, "opts", opts_json(uo));
@@ -759,12 +789,16 @@ typedef struct SeqStep {
     uint64_t h_cell;            /* hash of the step's cell (model + evaluations) */
 } SeqStep;
 
+/* Step options: the finetuned defaults with this group as the forget set, retain_90 kept. */
 static void seq_opts(const Ctx *c, const char *method, const SeqStep *s, UnlearnOpts *o) {
     *o = cell_opts(c, method, UL_FINETUNED, UL_PARAMS_LLM);
     o->forget = s->group; o->n_forget = s->n_group;
     o->ref_policy = c->ref_policy;
 }
 
+/* One method's chain of n_seq steps. Step k's model hash chains every earlier step's
+ * options, so changing step 1 redoes the whole chain; a finished step is skipped; the
+ * scratch model is brought to step k-1 from memory, the saved weights, or by replaying. */
 static void run_sequential(Ctx *c, const char *method) {
     int S = c->preset->n_seq;
     SeqStep *st = xcalloc((size_t)S + 1, sizeof *st);
@@ -779,6 +813,7 @@ static void run_sequential(Ctx *c, const char *method) {
         s->cum = xmalloc(((size_t)ncum + 1) * sizeof *s->cum);
         memcpy(s->cum, cum, (size_t)ncum * sizeof *cum);
         s->n_cum = ncum;
+        /* the model after step k: everything up to k, chained */
         UnlearnOpts o;
         seq_opts(c, method, s, &o);
         h = opts_hash(h_int(h, k), &o);
@@ -794,6 +829,7 @@ static void run_sequential(Ctx *c, const char *method) {
         snprintf(id, sizeof id, "sequential-%s-step%d", method, k);
         snprintf(rel, sizeof rel, "%s/step%d", base, k);
         snprintf(crel, sizeof crel, "%s/current", rel);
+        /* two light evaluations: every group so far (+ retain, genbench), this group alone */
         EvalSpec cumspec = spec_for(c, "finetuned", 1), curspec = spec_for(c, "finetuned", 1);
         cumspec.sets &= ~EVAL_SET_BIT(EVAL_SET_CELEBRITY);
         cumspec.forget = s->cum; cumspec.n_forget = s->n_cum;
@@ -870,6 +906,7 @@ static void run_sequential(Ctx *c, const char *method) {
 /* ============================================================================
  * The plan (run.json) */
 
+/* One run.json plan entry; ids are unique (the params ablation's llm cells are the main ones). */
 static void plan_add(Ctx *c, const char *id, const char *kind, const char *setting, const char *method, const char *params,
                      int step, const char *dir, const char *current) {
     for (size_t i = 0; i < c->plan->len; i++)
@@ -886,10 +923,12 @@ static void plan_add(Ctx *c, const char *id, const char *kind, const char *setti
     json_push(c->plan, o);
 }
 
+/* Which settings are asked for, and which base-model evaluations and oracles they need. */
 static int want(const Ctx *c, const char *s) { return list_has(&c->settings, s); }
 static int need_ft(const Ctx *c) { return want(c, "finetuned") || want(c, "sequential") || want(c, "params"); }
 static int need_pt(const Ctx *c) { return want(c, "pretrained") || want(c, "params") || want(c, "forgetdata"); }
 
+/* The plan in execution order: reference rows, main cells, sequential steps, ablations. */
 static void build_plan(Ctx *c) {
     c->plan = json_new_array();
     char id[96], dir[160], cur[200];
@@ -935,12 +974,15 @@ static void build_plan(Ctx *c) {
     c->cell_n = (int)c->plan->len;
 }
 
+/* A List as a JSON array of strings. */
 static Json *list_json(const List *l) {
     Json *a = json_new_array();
     for (int i = 0; i < l->n; i++) json_push(a, json_new_string(l->item[i]));
     return a;
 }
 
+/* run.json: provenance and the plan; deterministic, so rewriting it on a resume changes
+ * no byte. The reproducing command spells every option out. */
 static void write_run_json(Ctx *c) {
     Json *j = json_new_object();
     char fp[17];
@@ -1004,6 +1046,7 @@ static void write_run_json(Ctx *c) {
 /* ============================================================================
  * pulse run */
 
+/* `pulse run --help`. */
 static void usage(FILE *f) {
     fprintf(f,
         "usage: pulse run [--preset tiny|small|paper] [--seed S] [--out RUN_DIR] [options]\n\n"
@@ -1011,7 +1054,7 @@ static void usage(FILE *f) {
         "--out runs/<preset>). Resumable: rerunning the same command skips every stage whose\n"
         "output exists with the same inputs; a changed option redoes what it affects.\n\n"
         "options:\n"
-        "  --preset P            world and recipe size: tiny (tests, < 1 min), small (default), paper\n"
+        "  --preset P            world and recipe size: tiny (tests), small (default), paper\n"
         "  --seed S              world, training, unlearning and evaluation seed (default 1)\n"
         "  --out DIR             run directory (default runs/<preset>)\n"
         "  --methods LIST        unlearning methods (default all: ga,gd,ga_klr,npo,npo_rt,simnpo,idkpo,rmu)\n"
@@ -1071,8 +1114,10 @@ int cmd_run(int argc, char **argv) {
     free(sd);
     say(&c, "%s preset, seed %llu, into %s", c.preset->name, (unsigned long long)c.seed, c.out);
 
+    /* options are all validated above: nothing is written before a usage error */
     /* 0: the world */
     stage_data(&c);
+    /* finetuned: forget_10 / retain_90 (MLLMU-Bench's 10% split) */
     c.forget10 = split_people(c.w, "forget_10", &c.n_forget10);
     c.retain90 = split_people(c.w, "retain_90", &c.n_retain90);
 
@@ -1080,6 +1125,7 @@ int cmd_run(int argc, char **argv) {
     int rc = 0;
     if (!(c.h_pt = stage_train(&c, "base_pt", STAGE_PT, NULL, c.h_data, NULL, 0))) { rc = 3; goto done; }
     if (!(c.h_ft = stage_train(&c, "base_ft", STAGE_FT, "base_pt", c.h_pt, NULL, 0))) { rc = 3; goto done; }
+    /* both base models stay in memory for every cell */
     c.pt = load_ckpt(&c, "base_pt");
     c.ft = load_ckpt(&c, "base_ft");
     stage_gates(&c);
@@ -1094,12 +1140,15 @@ int cmd_run(int argc, char **argv) {
     if (need_pt(&c) && !(c.h_opt = stage_train(&c, "oracle_pt", STAGE_PT, NULL, c.h_celebs, c.cforget, c.n_cforget))) {
         rc = 3; goto done;
     }
+    /* the plan is written before the cells, so `pulse report` works on a run in progress */
     build_plan(&c);
     write_run_json(&c);
 
     /* 4: the cells. Oracles first: their results feed forget quality and PrivLeak. */
+    /* the scratch model every cell copies its base into (same shapes for both bases) */
     c.work = model_clone(c.ft->model);
     if (need_ft(&c)) {
+        /* the oracle is evaluated without an oracle; the before row is compared with it */
         EvalSpec e = spec_for(&c, "finetuned", 0);
         e.oracle = NULL;
         c.oracle_ft = cell_plain(&c, "finetuned-oracle", "oracle", "finetuned", NULL, "oracle_ft", c.h_oft, &e, &c.h_oft_eval);
@@ -1125,6 +1174,7 @@ int cmd_run(int argc, char **argv) {
             cell_unlearn(&c, id, sets2[s], s ? c.pt->model : c.ft->model, s ? "base_pt" : "base_ft", s ? c.h_pt : c.h_ft, &o, &e);
         }
     }
+    /* the sequential chains, then the ablations (their llm cells are the main cells) */
     if (want(&c, "sequential"))
         for (int i = 0; i < c.seq_methods.n; i++) run_sequential(&c, c.seq_methods.item[i]);
     if (want(&c, "params"))
@@ -1133,6 +1183,7 @@ int cmd_run(int argc, char **argv) {
                 for (int p = 0; p < 2; p++) {
                     char id[96];
                     snprintf(id, sizeof id, "%s-%s%s", sets2[s], c.params_methods.item[i], p ? "-projllm" : "");
+                    /* p = 0: the main cell (already done if its setting ran), p = 1: projector + LLM */
                     UnlearnOpts o = cell_opts(&c, c.params_methods.item[i], s ? UL_PRETRAINED : UL_FINETUNED,
                                               p ? UL_PARAMS_PROJ_LLM : UL_PARAMS_LLM);
                     /* the LLM-only cell is the setting's main cell (full evaluation) */
@@ -1146,6 +1197,7 @@ int cmd_run(int argc, char **argv) {
                 char id[96];
                 snprintf(id, sizeof id, "pretrained-%s%s", c.params_methods.item[i], p ? "-alldata" : "");
                 UnlearnOpts o = cell_opts(&c, c.params_methods.item[i], UL_PRETRAINED, UL_PARAMS_LLM);
+                /* p = 1: every pre-training item about the forget celebrities, not only QA */
                 if (p) o.forget_data = UL_FD_ALL;
                 EvalSpec e = spec_for(&c, "pretrained", p);
                 cell_unlearn(&c, id, "pretrained", c.pt->model, "base_pt", c.h_pt, &o, &e);

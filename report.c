@@ -28,6 +28,7 @@
 /* ============================================================================
  * Text buffer */
 
+/* Room for `extra` more bytes and the NUL; doubling, so appends are amortised O(1). */
 static void text_reserve(Text *t, size_t extra) {
     if (t->n + extra + 1 <= t->cap) return;
     size_t cap = t->cap ? t->cap : 256;
@@ -36,6 +37,7 @@ static void text_reserve(Text *t, size_t extra) {
     t->cap = cap;
 }
 
+/* Appends n bytes (may hold anything but NUL: the text stays a C string). */
 static void text_putn(Text *t, const char *s, size_t n) {
     text_reserve(t, n);
     memcpy(t->p + t->n, s, n);
@@ -45,6 +47,7 @@ static void text_putn(Text *t, const char *s, size_t n) {
 
 void text_puts(Text *t, const char *s) { text_putn(t, s, strlen(s)); }
 
+/* Two passes of vsnprintf: measure, then write in place (no fixed-size buffer). */
 void text_printf(Text *t, const char *fmt, ...) {
     va_list ap;
     va_start(ap, fmt);
@@ -92,6 +95,7 @@ void csv_field(Text *t, const char *s) {
 /* ============================================================================
  * Markdown tables */
 
+/* Cells are kept as strings until md_render, which needs every width first. */
 void md_init(MdTable *m, int ncol, const char *align) {
     CHECK(ncol > 0 && ncol < (int)sizeof m->align && (int)strlen(align) == ncol);
     memset(m, 0, sizeof *m);
@@ -99,6 +103,7 @@ void md_init(MdTable *m, int ncol, const char *align) {
     memcpy(m->align, align, (size_t)ncol);
 }
 
+/* The slot of the next cell of the current row, growing the row array by doubling. */
 static char **md_slot(MdTable *m) {
     if (m->nrow == m->cap) {
         int cap = m->cap ? 2 * m->cap : 16;
@@ -121,6 +126,7 @@ void md_cell(MdTable *m, const char *s) {
     *slot = t.p ? t.p : xstrdup("");
 }
 
+/* Table cells are short: 512 bytes is plenty, longer text is cut. */
 void md_cellf(MdTable *m, const char *fmt, ...) {
     char buf[512];
     va_list ap;
@@ -136,6 +142,7 @@ void md_num(MdTable *m, double x, int decimals) {
     md_cell(m, buf);
 }
 
+/* Missing trailing cells become empty strings, so every row has ncol cells. */
 void md_end_row(MdTable *m) {
     while (m->cur < m->ncol) md_cell(m, "");
     m->nrow++;
@@ -188,6 +195,7 @@ void md_render(const MdTable *m, Text *out) {
     text_puts(out, "\n");
 }
 
+/* Frees every allocated slot (rows beyond nrow are NULL). */
 void md_free(MdTable *m) {
     for (size_t i = 0; i < (size_t)m->cap * (size_t)m->ncol; i++) free(m->cell[i]);
     free(m->cell);
@@ -203,6 +211,7 @@ static const char *const palette[8] = {
 
 const char *plot_colour(int i) { return palette[((i % 8) + 8) % 8]; }
 
+/* Labels come from method names and run.json: escape them, never trust them. */
 void xml_escape(Text *t, const char *s) {
     for (; *s; s++) {
         switch (*s) {
@@ -216,6 +225,7 @@ void xml_escape(Text *t, const char *s) {
     }
 }
 
+/* A degenerate range (lo == hi, NaN) gets one tick at lo, so axes still draw. */
 int nice_ticks(double lo, double hi, int target, double *ticks, int max) {
     if (!(hi > lo) || target < 2 || max < 1) {
         if (max >= 1 && isfinite(lo)) { ticks[0] = lo; return 1; }
@@ -240,6 +250,7 @@ typedef struct Frame {
     double x0, x1, y0, y1;      /* data ranges */
 } Frame;
 
+/* Data -> pixel coordinates; SVG y grows downwards, hence PH - PB - ... for y. */
 static double fx(const Frame *f, double x) { return PL + (x - f->x0) / (f->x1 - f->x0) * (PW - PL - PR); }
 static double fy(const Frame *f, double y) { return PH - PB - (y - f->y0) / (f->y1 - f->y0) * (PH - PT - PB); }
 
@@ -250,6 +261,7 @@ static void tick_label(char *buf, size_t n, double v, double step) {
     fmt_value(buf, n, v, dec);
 }
 
+/* XML prolog, the <svg> root with a viewBox (scales in a browser), white background, title. */
 static void svg_begin(Text *o, const PlotSpec *sp) {
     text_printf(o, "<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n"
                    "<svg xmlns=\"http://www.w3.org/2000/svg\" version=\"1.1\" width=\"%d\" height=\"%d\" "
@@ -266,6 +278,7 @@ static void svg_begin(Text *o, const PlotSpec *sp) {
 static void svg_axes(Text *o, const PlotSpec *sp, const Frame *f) {
     double xt[32], yt[32];
     int nx, ny = nice_ticks(f->y0, f->y1, 6, yt, 32);
+    /* steps are integers: a tick per step, or every k-th step past 10 steps */
     if (sp->x_integer) {
         nx = 0;
         int step = (int)ceil((f->x1 - f->x0) / 10.0);
@@ -276,6 +289,7 @@ static void svg_axes(Text *o, const PlotSpec *sp, const Frame *f) {
     }
     double xs = nx > 1 ? xt[1] - xt[0] : 1, ys = ny > 1 ? yt[1] - yt[0] : 1;
     char lab[64];
+    /* light grid first, so the data and the axes draw over it */
     text_puts(o, "<g stroke=\"#e0e0e0\" stroke-width=\"1\">\n");
     for (int i = 0; i < ny; i++)
         text_printf(o, "<line x1=\"%d\" y1=\"%.2f\" x2=\"%d\" y2=\"%.2f\"/>\n", PL, fy(f, yt[i]), PW - PR, fy(f, yt[i]));
@@ -315,12 +329,15 @@ static void widen(double *lo, double *hi) {
     *lo -= pad; *hi += pad;
 }
 
+/* A plot without any finite point says so instead of showing empty axes. */
 static void svg_no_data(Text *o, int any) {
     if (!any)
         text_printf(o, "<text x=\"%d\" y=\"%d\" text-anchor=\"middle\" fill=\"#888888\">no data</text>\n",
                     (PL + PW - PR) / 2, (PT + PH - PB) / 2);
 }
 
+/* Ranges: the spec's when given (the sequential plots fix y to 0..100 so plots compare),
+ * else from the finite data. */
 void svg_line_plot(Text *out, const PlotSpec *sp, const PlotSeries *s, int n) {
     Frame f = {sp->xmin, sp->xmax, sp->ymin, sp->ymax};
     int any = 0;
@@ -364,7 +381,7 @@ void svg_line_plot(Text *out, const PlotSpec *sp, const PlotSeries *s, int n) {
             }
     }
     svg_no_data(out, any);
-    /* legend, right of the plot */
+    /* legend, right of the plot: a line + marker per series, then the dashed-line note */
     int lx = PW - PR + 16, ly = PT + 8;
     for (int i = 0; i < n; i++, ly += 20) {
         text_printf(out, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"%s\" stroke-width=\"2\"/>\n",
@@ -384,14 +401,17 @@ void svg_line_plot(Text *out, const PlotSpec *sp, const PlotSeries *s, int n) {
     text_puts(out, "</svg>\n");
 }
 
+/* Both axes start at 0 or below (widen), so "no forgetting" and "no loss" are visible. */
 void svg_pair_plot(Text *out, const PlotSpec *sp, const char *const *names, int n,
                    const double *ax, const double *ay, const double *bx, const double *by,
                    const char *a_name, const char *b_name) {
     Frame f = {0, -INFINITY, 0, -INFINITY};
     int any = 0;
-    for (int i = 0; i < n; i++) {
-        if (isfinite(ax[i]) && isfinite(ay[i])) { f.x0 = fmin(f.x0, ax[i]); f.x1 = fmax(f.x1, ax[i]); f.y0 = fmin(f.y0, ay[i]); f.y1 = fmax(f.y1, ay[i]); }
-        if (isfinite(bx[i]) && isfinite(by[i])) { f.x0 = fmin(f.x0, bx[i]); f.x1 = fmax(f.x1, bx[i]); f.y0 = fmin(f.y0, by[i]); f.y1 = fmax(f.y1, by[i]); }
+    for (int i = 0; i < 2 * n; i++) {
+        double x = i < n ? ax[i] : bx[i - n], y = i < n ? ay[i] : by[i - n];
+        if (!isfinite(x) || !isfinite(y)) continue;
+        f.x0 = fmin(f.x0, x); f.x1 = fmax(f.x1, x);
+        f.y0 = fmin(f.y0, y); f.y1 = fmax(f.y1, y);
     }
     widen(&f.x0, &f.x1);
     widen(&f.y0, &f.y1);
@@ -428,12 +448,14 @@ void svg_pair_plot(Text *out, const PlotSpec *sp, const char *const *names, int 
     xml_escape(out, a_name);
     text_puts(out, "</text>\n");
     ly += 20;
-    text_printf(out, "<rect x=\"%d\" y=\"%d\" width=\"10\" height=\"10\" fill=\"#555555\"/>\n<text x=\"%d\" y=\"%d\">", lx + 1, ly - 5, lx + 20, ly + 4);
+    text_printf(out, "<rect x=\"%d\" y=\"%d\" width=\"10\" height=\"10\" fill=\"#555555\"/>\n"
+                     "<text x=\"%d\" y=\"%d\">", lx + 1, ly - 5, lx + 20, ly + 4);
     xml_escape(out, b_name);
     text_puts(out, "</text>\n");
     if (sp->ref_note) {
         ly += 20;
-        text_printf(out, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#bbbbbb\" stroke-dasharray=\"2,3\"/>\n<text x=\"%d\" y=\"%d\">",
+        text_printf(out, "<line x1=\"%d\" y1=\"%d\" x2=\"%d\" y2=\"%d\" stroke=\"#bbbbbb\" stroke-dasharray=\"2,3\"/>\n"
+                         "<text x=\"%d\" y=\"%d\">",
                     lx, ly, lx + 12, ly, lx + 20, ly + 4);
         xml_escape(out, sp->ref_note);
         text_puts(out, "</text>\n");
@@ -453,21 +475,24 @@ const char *verdict_name(Verdict v) {
     }
 }
 
+/* A NaN effect: a cell or its "before" row is missing. */
 static int effect_ok(const Effect *e) { return isfinite(e->forget_drop) && isfinite(e->utility_loss); }
 
-/* +1: pretrained is harder for this (ft, pt) pair; -1: it is not; 0: cannot tell (neither
- * setting forgot anything). The cost of forgetting is utility lost per point of forget drop. */
+/* +1: pretrained is harder for this (ft, pt) pair; -1: it is not; 0: cannot tell. The claim
+ * is about methods that unlearn fine-tuned knowledge, so a method that does not forget in
+ * finetuned says nothing either way. The cost of forgetting is utility lost per point of
+ * forget drop. */
 static int judge_harder(const Effect *ft, const Effect *pt, const char **why) {
     int f = ft->forget_drop >= FIND_MIN_FORGET, p = pt->forget_drop >= FIND_MIN_FORGET;
-    if (!f && !p) { *why = "neither setting forgot"; return 0; }
-    if (f && !p) { *why = "forgets fine-tuned knowledge but not pre-trained knowledge"; return 1; }
-    if (!f && p) { *why = "forgets pre-trained knowledge but not fine-tuned knowledge"; return -1; }
+    if (!f) { *why = "does not forget fine-tuned knowledge, so the premise does not hold"; return 0; }
+    if (!p) { *why = "forgets fine-tuned knowledge but not pre-trained knowledge"; return 1; }
     double cf = ft->utility_loss / ft->forget_drop, cp = pt->utility_loss / pt->forget_drop;
     if (cp > cf) { *why = "more utility lost per point forgotten in pretrained"; return 1; }
     *why = "no more utility lost per point forgotten in pretrained";
     return -1;
 }
 
+/* The cost as printed: a ratio, or n/a below the forgetting threshold (no division by ~0). */
 static void effect_cost(char *buf, size_t n, const Effect *e) {
     if (e->forget_drop >= FIND_MIN_FORGET) snprintf(buf, n, "%.2f", e->utility_loss / e->forget_drop);
     else snprintf(buf, n, "n/a (no forgetting)");
@@ -500,6 +525,8 @@ Verdict finding_pretrained_harder(const char *const *methods, const Effect *ft, 
         if (text) text_puts(text, "- no method gives a determinable comparison\n");
         return VERDICT_INCONCLUSIVE;
     }
+    /* the average is a ratio of means, not a mean of ratios: a method with a tiny drop
+     * cannot blow it up */
     aft.forget_drop /= m; aft.utility_loss /= m; apt.forget_drop /= m; apt.utility_loss /= m;
     const char *why;
     int avg = judge_harder(&aft, &apt, &why);
@@ -648,7 +675,8 @@ static void read_set(double *v, const Json *res, const char *set, int sc) {
             if (isfinite(nn[m]) && nn[m] == 0) x = NAN;   /* no items: not measured */
             v[col(sc, t, m)] = x;
         }
-        double a = v[col(sc, t, M_IT)], b = v[col(sc, t, M_TO)];
+        /* "all" = item-weighted mean when eval wrote only the two modalities */
+    double a = v[col(sc, t, M_IT)], b = v[col(sc, t, M_TO)];
         if (isnan(v[col(sc, t, M_ALL)]) && isfinite(a) && isfinite(b)) {
             double na = isfinite(nn[M_IT]) ? nn[M_IT] : 1, nb = isfinite(nn[M_TO]) ? nn[M_TO] : 1;
             v[col(sc, t, M_ALL)] = (a * na + b * nb) / (na + nb);
@@ -658,6 +686,9 @@ static void read_set(double *v, const Json *res, const char *set, int sc) {
     }
 }
 
+/* One plan entry of run.json -> one row: meta fields, the marker (status, steps,
+ * seconds), every column from results.json, and the current-group forget columns of a
+ * sequential step. A missing or unparsable file leaves NaN and status "missing". */
 static void row_load(Row *r, const char *run_dir, const Json *entry, const char *run_path) {
     r->id = json_get_string(entry, "id", "?", run_path);
     r->setting = json_get_string(entry, "setting", "", run_path);
@@ -687,6 +718,7 @@ static void row_load(Row *r, const char *run_dir, const Json *entry, const char 
     p = xasprintf("%s/%s/results.json", run_dir, r->dir);
     r->results = try_load(p);
     free(p);
+    /* every set of results.json into its columns; forget_current comes from elsewhere */
     if (r->results) {
         for (int s = 0; s < N_RSETS; s++)
             if (s != S_FORGET_CUR) read_set(r->v, r->results, set_col[s], s);
@@ -705,6 +737,7 @@ static void row_load(Row *r, const char *run_dir, const Json *entry, const char 
     }
 }
 
+/* Frees the rows' DOMs (some were moved into results.json by build_json: NULL then). */
 static void run_free(Run *R) {
     for (int i = 0; i < R->n; i++) {
         json_free(R->rows[i].cell);
@@ -717,6 +750,7 @@ static void run_free(Run *R) {
     json_free(R->run);
 }
 
+/* run.json is required (it is what makes a directory a run); everything else is optional. */
 static void run_load(Run *R, const char *dir) {
     memset(R, 0, sizeof *R);
     R->dir = dir;
@@ -757,6 +791,8 @@ static const Row *find_cell(const Run *R, const char *setting, const char *metho
     return NULL;
 }
 
+/* A row's value, NaN for a missing row: callers chain arithmetic without checks, and
+ * NaN propagates to "-" in the tables. */
 static double rv(const Row *r, int s, int t, int m) { return r ? r->v[col(s, t, m)] : NAN; }
 
 /* The string list run.json holds under key (n in *n; pointers owned by run.json). */
@@ -770,6 +806,7 @@ static const char **run_list(const Run *R, const char *key, int *n) {
     return out;
 }
 
+/* Whether the plan asked for a setting (its section appears even when cells are missing). */
 static int run_has_setting(const Run *R, const char *s) {
     int n;
     const char **l = run_list(R, "settings", &n);
@@ -817,6 +854,8 @@ typedef struct Findings {
 /* The MC scorings, as report labels. */
 static const char *const scoring_label[2] = {"letter rule (MLLMU-Bench)", "option likelihood"};
 
+/* Both findings under both MC scorings, the scoring disagreement and the modality gap:
+ * the Markdown section in F->text and the same verdicts in F->json. */
 static void findings_compute(const Run *R, Findings *F) {
     memset(F, 0, sizeof *F);
     F->json = json_new_object();
@@ -829,6 +868,7 @@ static void findings_compute(const Run *R, Findings *F) {
     SeqOutcome *so = xcalloc((size_t)ns + 1, sizeof *so);
     const int task[2] = {T_MC, T_MCL};
     Text detail[2][2] = {{{0}}};
+    /* k = 0: letter rule, k = 1: likelihood; each finding explains itself per scoring */
     for (int k = 0; k < 2; k++) {
         for (int i = 0; i < nm; i++) {
             ft[i] = effect_of(bft, find_cell(R, "finetuned", methods[i], "llm"), task[k]);
@@ -845,9 +885,12 @@ static void findings_compute(const Run *R, Findings *F) {
         }
         F->f2[k] = finding_sequential_collapse(seqm, so, ns, &detail[1][k]);
     }
+    /* the section: one bold verdict line per finding, then the per-method reasons */
     static const char *const claim[2] = {
-        "Pre-trained knowledge is harder to unlearn: more utility (retain + genbench) is lost per point of forgetting in `pretrained` than in `finetuned`",
-        "Sequential unlearning collapses where batch does not: after the last sequential step, retain and genbench are far below the one-operation batch with the same people"};
+        "Pre-trained knowledge is harder to unlearn: more utility (retain + genbench) is lost per point "
+        "of forgetting in `pretrained` than in `finetuned`",
+        "Sequential unlearning collapses where batch does not: after the last sequential step, retain "
+        "and genbench are far below the one-operation batch with the same people"};
     static const char *const key[2] = {"pretrained_harder", "sequential_collapse"};
     for (int f = 0; f < 2; f++) {
         Verdict *v = f == 0 ? F->f1 : F->f2;
@@ -889,6 +932,7 @@ static void findings_compute(const Run *R, Findings *F) {
     } else {
         text_puts(o, "no cell has both scorings.\n\n");
     }
+    /* (the same numbers, machine-readable) */
     Json *mcj = json_new_object();
     json_add(mcj, "cells", json_new_number(cnt));
     json_add(mcj, "mean_abs_difference", json_new_number(cnt ? sum / cnt : NAN));
@@ -902,7 +946,9 @@ static void findings_compute(const Run *R, Findings *F) {
     for (int s = 0; s < 2; s++)
         for (int i = 0; i < R->n; i++) {
             const Row *pj = &R->rows[i];
-            if (strcmp(pj->kind, "unlearn") != 0 || strcmp(pj->setting, sets2[s]) != 0 || strcmp(pj->params, "proj+llm") != 0) continue;
+            if (strcmp(pj->kind, "unlearn") != 0 || strcmp(pj->setting, sets2[s]) != 0 ||
+                strcmp(pj->params, "proj+llm") != 0)
+                continue;
             const Row *ll = find_cell(R, sets2[s], pj->method, "llm");
             double gl = rv(ll, S_FORGET, T_MC, M_TO) - rv(ll, S_FORGET, T_MC, M_IT);
             double gp = rv(pj, S_FORGET, T_MC, M_TO) - rv(pj, S_FORGET, T_MC, M_IT);
@@ -925,14 +971,17 @@ static void findings_compute(const Run *R, Findings *F) {
 /* ============================================================================
  * report.md */
 
+/* Accuracies print with one decimal; NaN as "-". */
 static void num_or_dash(MdTable *t, double x) { md_num(t, x, 1); }
 
+/* "ok", or the status with unlearn_run's message (e.g. where a run diverged). */
 static void status_cell(MdTable *t, const Row *r) {
     if (strcmp(r->status, "ok") == 0) md_cell(t, "ok");
     else if (r->message[0]) md_cellf(t, "%s: %s", r->status, r->message);
     else md_cell(t, r->status);
 }
 
+/* The first column of a setting table: method name, or what the reference row is. */
 static const char *row_label(const Row *r) {
     if (strcmp(r->kind, "before") == 0) return "before unlearning";
     if (strcmp(r->kind, "oracle") == 0) return "oracle (retrained without forget)";
@@ -955,6 +1004,7 @@ static void md_setting(Text *o, const Run *R, const char *setting) {
             strstr(r->id, "-alldata") == NULL)
             list[n++] = r;
     }
+    /* table 1: accuracies (the paper's layout) and the derived efficacy / retention */
     MdTable t;
     md_init(&t, 16, "lrrrrrrrrrrrrrrr");
     const char *head[16] = {"method", "forget MC i+t ↓", "forget MC t ↓", "forget lik i+t ↓", "forget lik t ↓",
@@ -965,6 +1015,7 @@ static void md_setting(Text *o, const Run *R, const char *setting) {
     md_end_row(&t);
     for (int i = 0; i < n; i++) {
         const Row *r = list[i];
+        /* forget: both modalities under both scorings; test: letter rule; the utility sets pooled */
         md_cell(&t, row_label(r));
         num_or_dash(&t, rv(r, S_FORGET, T_MC, M_IT));
         num_or_dash(&t, rv(r, S_FORGET, T_MC, M_TO));
@@ -977,6 +1028,7 @@ static void md_setting(Text *o, const Run *R, const char *setting) {
         num_or_dash(&t, rv(r, S_CELEB, T_MC, M_ALL));
         num_or_dash(&t, rv(r, S_GENBENCH, T_MC, M_ALL));
         num_or_dash(&t, rv(r, S_GENBENCH, T_MCL, M_ALL));
+        /* derived columns only for unlearned rows: relative to this setting's before row */
         int cell = strcmp(r->kind, "unlearn") == 0;
         num_or_dash(&t, cell ? rv(before, S_FORGET, T_MC, M_ALL) - rv(r, S_FORGET, T_MC, M_ALL) : NAN);
         num_or_dash(&t, cell ? rv(before, S_FORGET, T_MCL, M_ALL) - rv(r, S_FORGET, T_MCL, M_ALL) : NAN);
@@ -987,6 +1039,7 @@ static void md_setting(Text *o, const Run *R, const char *setting) {
     md_render(&t, o);
     md_free(&t);
 
+    /* table 2: the other metrics, the oracle comparisons and the cost of each cell */
     md_init(&t, 12, "lrrrrrrrrrrl");
     const char *head2[12] = {"method", "cloze forget ↓", "cloze retain ↑", "ROUGE-L forget ↓", "ROUGE-L retain ↑",
                              "MIA AUC", "forget quality ↑", "PrivLeak →0", "steps", "unlearn s", "eval s", "status"};
@@ -995,6 +1048,7 @@ static void md_setting(Text *o, const Run *R, const char *setting) {
     for (int i = 0; i < n; i++) {
         const Row *r = list[i];
         md_cell(&t, row_label(r));
+        /* cloze in %, ROUGE-L in [0, 1], AUC in [0, 1], FQ a p-value, PrivLeak in % */
         num_or_dash(&t, rv(r, S_FORGET, T_CLOZE, M_ALL));
         num_or_dash(&t, rv(r, S_RETAIN, T_CLOZE, M_ALL));
         md_num(&t, rv(r, S_FORGET, T_ROUGEL, M_ALL), 3);
@@ -1012,6 +1066,7 @@ static void md_setting(Text *o, const Run *R, const char *setting) {
     md_free(&t);
 }
 
+/* Per sequential method: step 0 (base_ft), each step, then the batch cell to compare with. */
 static void md_sequential(Text *o, const Run *R) {
     int ns;
     const char **seqm = run_list(R, "seq_methods", &ns);
@@ -1028,6 +1083,7 @@ static void md_sequential(Text *o, const Run *R) {
             const Row *r = i < 0 ? b0 : &R->rows[i];     /* step 0: base_ft */
             if (!r || (i >= 0 && (strcmp(r->kind, "step") != 0 || strcmp(r->method, seqm[k]) != 0))) continue;
             md_cell(&t, seqm[k]);
+            /* forget so far, this group, retain, genbench: each under both scorings */
             md_cellf(&t, "%d", i < 0 ? 0 : r->step);
             num_or_dash(&t, rv(r, S_FORGET, T_MC, M_ALL));
             num_or_dash(&t, rv(r, S_FORGET, T_MCL, M_ALL));
@@ -1040,6 +1096,7 @@ static void md_sequential(Text *o, const Run *R) {
             status_cell(&t, r);
             md_end_row(&t);
         }
+        /* the batch row: the same people in one operation */
         const Row *b = find_cell(R, "finetuned", seqm[k], "llm");
         if (b) {
             md_cell(&t, seqm[k]);
@@ -1061,15 +1118,18 @@ static void md_sequential(Text *o, const Run *R) {
     free(seqm);
 }
 
+/* Per setting: the before row, then llm and proj+llm for each ablation method. */
 static void md_params(Text *o, const Run *R) {
     MdTable t;
     md_init(&t, 11, "llrrrrrrrrr");
     const char *head[11] = {"setting", "method / params", "forget MC i+t ↓", "forget MC t ↓", "gap MC (t − i+t)",
-                            "forget lik i+t ↓", "forget lik t ↓", "gap lik", "retain MC ↑", "genbench MC ↑", "celebrity MC ↑"};
+                            "forget lik i+t ↓", "forget lik t ↓", "gap lik", "retain MC ↑", "genbench MC ↑",
+                            "celebrity MC ↑"};
     for (int c = 0; c < 11; c++) md_cell(&t, head[c]);
     md_end_row(&t);
     int np;
     const char **pm = run_list(R, "params_methods", &np);
+    /* i = -1 is the before row of the setting, then each method under both params */
     static const char *const sets2[2] = {"finetuned", "pretrained"};
     static const char *const params[2] = {"llm", "proj+llm"};
     for (int s = 0; s < 2; s++) {
@@ -1085,6 +1145,7 @@ static void md_params(Text *o, const Run *R) {
                 else md_cellf(&t, "%s / %s", pm[i], params[p]);
                 num_or_dash(&t, rv(r, S_FORGET, T_MC, M_IT));
                 num_or_dash(&t, rv(r, S_FORGET, T_MC, M_TO));
+                /* the modality gap: text-only minus image+text (positive: the image link is cut) */
                 num_or_dash(&t, rv(r, S_FORGET, T_MC, M_TO) - rv(r, S_FORGET, T_MC, M_IT));
                 num_or_dash(&t, rv(r, S_FORGET, T_MCL, M_IT));
                 num_or_dash(&t, rv(r, S_FORGET, T_MCL, M_TO));
@@ -1100,6 +1161,7 @@ static void md_params(Text *o, const Run *R) {
     free(pm);
 }
 
+/* Per method: unlearning with the QA pairs (default) vs with every pre-training item. */
 static void md_forget_data(Text *o, const Run *R) {
     MdTable t;
     md_init(&t, 8, "llrrrrrr");
@@ -1110,6 +1172,7 @@ static void md_forget_data(Text *o, const Run *R) {
     for (int i = 0; i < R->n; i++) {
         const Row *r = &R->rows[i];
         if (strcmp(r->kind, "unlearn") != 0 || !strstr(r->id, "-alldata")) continue;
+        /* k = 0: the default (QA pairs) cell, k = 1: this every-item ablation */
         for (int k = 0; k < 2; k++) {
             const Row *x = k == 0 ? find_cell(R, "pretrained", r->method, "llm") : r;
             if (!x) continue;
@@ -1128,6 +1191,7 @@ static void md_forget_data(Text *o, const Run *R) {
     md_free(&t);
 }
 
+/* The gate table as train_gates measured it; a loud warning when any gate fails. */
 static void md_gates(Text *o, const Run *R) {
     const Json *rows = json_get(R->gates, "rows");
     if (!rows || rows->type != JSON_ARRAY) { text_puts(o, "Gates not measured yet.\n\n"); return; }
@@ -1153,6 +1217,7 @@ static void md_gates(Text *o, const Run *R) {
                      "asks them to forget, so the unlearning numbers below are hard to interpret.**\n\n");
 }
 
+/* Every candidate with its measured accuracy and where the selection put it. */
 static void md_celebrities(Text *o, const Run *R) {
     const Json *c = json_get(R->celebs, "candidates");
     if (!c || c->type != JSON_ARRAY) { text_puts(o, "Celebrity selection not done yet.\n\n"); return; }
@@ -1185,6 +1250,8 @@ static double stage_seconds(const Run *R, const char *name) {
     return s;
 }
 
+/* Training and selection stages from state/<stage>.json, then the cells grouped by kind;
+ * the same numbers go to results.json "timing". */
 static void md_timing(Text *o, const Run *R, Json *tj) {
     MdTable t;
     md_init(&t, 4, "lrrl");
@@ -1194,8 +1261,10 @@ static void md_timing(Text *o, const Run *R, Json *tj) {
     double total = 0;
     static const char *const stages[][2] = {
         {"data", "world generation"}, {"base_pt", "pre-training base_pt"}, {"base_ft", "fine-tuning base_ft"},
-        {"oracle_ft", "fine-tuning the oracle without forget_10"}, {"oracle_pt", "pre-training the oracle without the forget celebrities"},
+        {"oracle_ft", "fine-tuning the oracle without forget_10"},
+        {"oracle_pt", "pre-training the oracle without the forget celebrities"},
         {"gates", "gate evaluation of both base models"}, {"celebrities", "per-celebrity accuracy of base_pt"}};
+    /* stages absent from state/ (not run, or skipped by the settings) are left out */
     for (size_t i = 0; i < sizeof stages / sizeof stages[0]; i++) {
         double s = stage_seconds(R, stages[i][0]);
         if (isnan(s)) continue;
@@ -1214,6 +1283,7 @@ static void md_timing(Text *o, const Run *R, Json *tj) {
         int any = 0;
         for (int i = 0; i < R->n; i++) {
             const Row *r = &R->rows[i];
+            /* which group this row's seconds count towards */
             const char *grp = strcmp(r->kind, "before") == 0 || strcmp(r->kind, "oracle") == 0 ? "before+oracle"
                             : strcmp(r->kind, "step") == 0 ? "sequential"
                             : strstr(r->id, "-alldata") ? "alldata"
@@ -1246,6 +1316,7 @@ static void hp_cell(MdTable *t, const Row *r, const char *key, int decimals) {
     else md_cell(t, "?");
 }
 
+/* The options each main cell ran with (cell.json "opts"), with the steps actually taken. */
 static void md_hparams(Text *o, const Run *R) {
     MdTable t;
     md_init(&t, 12, "llrrrrrrrrrl");
@@ -1275,11 +1346,13 @@ static void md_hparams(Text *o, const Run *R) {
     md_free(&t);
 }
 
+/* What produced this run and how to reproduce it (run.json, minus the plan). */
 static void md_provenance(Text *o, const Run *R) {
     const Json *j = R->run;
     MdTable t;
     md_init(&t, 2, "ll");
     md_cell(&t, "field"); md_cell(&t, "value"); md_end_row(&t);
+    /* scalars first, then the lists, the sizes and the command */
     static const char *const keys[] = {"preset", "seed", "world_fingerprint", "ref_policy", "protocol_version",
                                        "compiler", "simd", "openmp"};
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
@@ -1299,6 +1372,7 @@ static void md_provenance(Text *o, const Run *R) {
         text_free(&s);
         free(l);
     }
+    /* sizes on one line: "n_fictitious 100, n_celebrity 30, ..." */
     const Json *sz = json_get(j, "sizes");
     if (sz && sz->type == JSON_OBJECT) {
         Text s = {0};
@@ -1329,7 +1403,10 @@ static const char *const how_to_read =
     "higher is better) and PrivLeak (0 is ideal) compare to it. `-` = not measured. Definitions: "
     "docs/report.md, docs/protocol.md, docs/metrics.md.\n\n";
 
+/* report.md: sections in reading order; a setting's section appears when it was planned
+ * or when its before row exists. */
 static void write_md(const Run *R, const Findings *F, Json *timing, Text *o) {
+    /* title, the reading guide, then the sections */
     char *seed = json_get(R->run, "seed") ? json_dump(json_get(R->run, "seed"), 0) : xstrdup("?");
     text_printf(o, "# PULSE protocol report: `%s` preset, seed %s\n\n", json_get_string(R->run, "preset", "?", "run.json"), seed);
     free(seed);
@@ -1356,10 +1433,12 @@ static void write_md(const Run *R, const Findings *F, Json *timing, Text *o) {
                        "Step 0 is base_ft; *forget (so far)* covers every group forgotten up to that step (at step 0: "
                        "all of forget_10), *current group* only the group of that step. The *batch* row is the same "
                        "people in one operation (the finetuned cell). Reference policy: `%s`. "
-                       "Plots: [forget](plots/sequential_forget.svg), [retain](plots/sequential_retain.svg), "
-                       "[genbench](plots/sequential_genbench.svg).\n\n",
+                       "The plots below draw forget (so far), retain and genbench per step (letter rule), with "
+                       "the batch value as a dashed line.\n\n",
                     json_get_string(R->run, "ref_policy", "previous", "run.json"));
         md_sequential(o, R);
+        text_puts(o, "![forget](plots/sequential_forget.svg)\n![retain](plots/sequential_retain.svg)\n"
+                     "![genbench](plots/sequential_genbench.svg)\n\n");
     }
     if (run_has_setting(R, "params")) {
         text_puts(o, "## Ablation: which parameters unlearning updates (`params`)\n\n"
@@ -1389,6 +1468,8 @@ static void write_md(const Run *R, const Findings *F, Json *timing, Text *o) {
 /* ============================================================================
  * results.csv and results.json */
 
+/* results.csv: 10 meta columns, then N_COLS numbers in the shortest round-trip form
+ * (json_format_number), empty when not measured. */
 static void write_csv(const Run *R, Text *o) {
     static const char *const meta[] = {"id", "setting", "method", "params", "kind", "step", "status", "steps",
                                        "seconds_unlearn", "seconds_eval"};
@@ -1399,6 +1480,7 @@ static void write_csv(const Run *R, Text *o) {
     text_puts(o, "\n");
     for (int i = 0; i < R->n; i++) {
         const Row *r = &R->rows[i];
+        /* meta columns (text fields escaped), then the numbers */
         csv_field(o, r->id); text_puts(o, ",");
         csv_field(o, r->setting); text_puts(o, ",");
         csv_field(o, r->method); text_puts(o, ",");
@@ -1428,6 +1510,7 @@ static Json *build_json(Run *R, Findings *F, Json *timing) {
     for (size_t i = 0; i < R->run->len; i++)
         if (strcmp(R->run->keys[i], "cells") != 0) json_add(prov, R->run->keys[i], json_clone(R->run->items[i]));
     json_add(j, "provenance", prov);
+    /* gates and celebrities move into the output (NULL in R afterwards) */
     json_add(j, "gates", R->gates ? R->gates : json_new_null());
     json_add(j, "celebrities", R->celebs ? R->celebs : json_new_null());
     R->gates = R->celebs = NULL;
@@ -1439,6 +1522,7 @@ static Json *build_json(Run *R, Findings *F, Json *timing) {
     for (int c = 0; c < N_COLS; c++) { col_name(c, buf, sizeof buf); json_push(cols, json_new_string(buf)); }
     json_add(j, "columns", cols);
     Json *rows = json_new_array();
+    /* one object per row; its results DOM moves in (no copy of large per-item arrays) */
     for (int i = 0; i < R->n; i++) {
         Row *r = &R->rows[i];
         Json *o = json_new_object();
@@ -1470,6 +1554,7 @@ static Json *build_json(Run *R, Findings *F, Json *timing) {
 /* ============================================================================
  * Plots */
 
+/* One output file, atomically. */
 static void write_text_file(const char *dir, const char *name, const Text *t, int quiet) {
     char *p = xasprintf("%s/%s", dir, name);
     write_file_atomic(p, text_str(t), t->n);
@@ -1477,6 +1562,7 @@ static void write_text_file(const char *dir, const char *name, const Text *t, in
     free(p);
 }
 
+/* The three sequential plots (y fixed to 0..100, x = steps 0..n_seq) and ft_vs_pt. */
 static void write_plots(const Run *R, int quiet) {
     char *pd = xasprintf("%s/plots", R->dir);
     make_dirs(pd);
@@ -1486,16 +1572,19 @@ static void write_plots(const Run *R, int quiet) {
     int S = isfinite(ns_d) && ns_d >= 1 && ns_d <= 1000 ? (int)ns_d : 5;
     const Row *bft = find_row(R, "finetuned-before");
     static const char *const what[3][3] = {
-        {"sequential_forget.svg", "Sequential unlearning: forget accuracy (all groups so far)", "forget accuracy % (letter rule, lower = forgotten)"},
+        {"sequential_forget.svg", "Sequential unlearning: forget accuracy (all groups so far)",
+         "forget accuracy % (letter rule, lower = forgotten)"},
         {"sequential_retain.svg", "Sequential unlearning: retain accuracy", "retain accuracy % (letter rule)"},
         {"sequential_genbench.svg", "Sequential unlearning: general capability (genbench)", "genbench accuracy % (letter rule)"}};
     const int sets[3] = {S_FORGET, S_RETAIN, S_GENBENCH};
+    /* one series per sequential method, points at steps 0..S, step 0 from base_ft */
     double *x = xcalloc((size_t)(S + 1) * (size_t)(ns + 1), sizeof *x), *y = xcalloc((size_t)(S + 1) * (size_t)(ns + 1), sizeof *y);
     PlotSeries *ser = xcalloc((size_t)ns + 1, sizeof *ser);
     for (int p = 0; p < 3; p++) {
         for (int k = 0; k < ns; k++) {
             double *xk = x + (size_t)k * (size_t)(S + 1), *yk = y + (size_t)k * (size_t)(S + 1);
             for (int s = 0; s <= S; s++) { xk[s] = s; yk[s] = NAN; }
+            /* step 0 is base_ft; steps without results stay NaN (a gap in the line) */
             yk[0] = rv(bft, sets[p], T_MC, M_ALL);
             for (int i = 0; i < R->n; i++) {
                 const Row *r = &R->rows[i];
@@ -1513,6 +1602,7 @@ static void write_plots(const Run *R, int quiet) {
     }
     free(x); free(y); free(ser); free(seqm);
 
+    /* ft_vs_pt: v holds [ft drop | ft loss | pt drop | pt loss], nm each */
     int nm;
     const char **methods = run_list(R, "methods", &nm);
     double *v = xcalloc((size_t)nm * 4 + 1, sizeof *v);
@@ -1522,6 +1612,7 @@ static void write_plots(const Run *R, int quiet) {
         Effect b = effect_of(bpt, find_cell(R, "pretrained", methods[i], "llm"), T_MC);
         v[i] = a.forget_drop; v[nm + i] = a.utility_loss; v[2 * nm + i] = b.forget_drop; v[3 * nm + i] = b.utility_loss;
     }
+    /* axes from the data (0 included): drops and losses can be negative on small models */
     PlotSpec sp = {"Fine-tuned vs pre-trained knowledge: utility lost vs forgetting", "forget accuracy drop (points, letter rule)",
                    "utility lost (points: mean of retain and genbench drops)", 0, 0, 0, 0, 0, "utility lost = forget drop"};
     Text t = {0};
@@ -1534,6 +1625,8 @@ static void write_plots(const Run *R, int quiet) {
 /* ============================================================================
  * Entry points */
 
+/* Order matters: findings and Markdown read the rows' DOMs, which build_json then moves
+ * into results.json. */
 void report_write(const char *run_dir, int quiet) {
     Run R;
     run_load(&R, run_dir);

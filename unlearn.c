@@ -302,8 +302,8 @@ static Tensor *forget_term(Model *m, Model *ref, Tape *tp, const UnlearnOpts *o,
     return NULL;
 }
 
-/* Retain term of opts->method on b (unweighted); `alone`: the retain pass of the
- * alternating (MLLMU) variant. */
+/* Retain term of opts->method on b (unweighted). For the MLLMU variant of GA+KLR it is
+ * the whole loss of the retain pass: NLL_r + KL summed over positions / B. */
 static Tensor *retain_term(Model *m, Model *ref, Tape *tp, const UnlearnOpts *o, const UlBatch *b) {
     ForwardOpts fo = {0};
     fo.rng = b->rng;
@@ -358,7 +358,7 @@ Tensor *unlearn_loss(Model *m, Model *ref, Tape *tp, const UnlearnOpts *o, const
         total = op_scale(tp, Lf, o->gamma);
         if (Lr) total = op_add(tp, total, op_scale(tp, Lr, o->alpha));
     }
-    CHECK(total);
+    CHECKF(total, "unlearn_loss: phase %d of %s has no term", phase, unlearn_method_name(o->method));
     t->total = total->data[0];
     return total;
 }
@@ -419,7 +419,8 @@ static void batch_ensure(Batch *b, int cap_B, int cap_T, int pad) {
     batch_init(b, cap_B, cap_T, pad);
 }
 
-/* Fills bt with examples ex[0..n) (idk: their IDK variants); pixels pix[i]. */
+/* Fills bt with examples ex[0..n) (idk: their IDK variants); pixels pix[i]. The batch
+ * keeps its capacity across steps (rows are right-padded to the longest). */
 static void fill_batch(Batch *bt, const Example *ex, int n, int idk, float *const *pix, int pad) {
     int T = 1;
     for (int i = 0; i < n; i++) {
@@ -495,6 +496,7 @@ static void probe_batches(Model *m, const Tokenizer *tok, const World *w, const 
 
 typedef struct LoglikAcc { double sum; long n; } LoglikAcc;
 
+/* Sums of answer log-probs and label counts: the mean is token-weighted like NLL. */
 static void loglik_fn(Model *m, Tape *tp, const Batch *b, void *ctx) {
     LoglikAcc *acc = ctx;
     ForwardOpts fo = {0};
@@ -512,6 +514,7 @@ double unlearn_loglik(Model *m, const Tokenizer *tok, const World *w, const Item
 
 typedef struct NormAcc { int layer; double sum; long n; } NormAcc;
 
+/* Mean L2 norm of layer-l activations over the RMU mask (answer-token positions). */
 static void norm_fn(Model *m, Tape *tp, const Batch *b, void *ctx) {
     NormAcc *acc = ctx;
     ForwardOpts fo = {0};
@@ -540,6 +543,18 @@ static Json *people_json(const World *w, const int *p, int n) {
 
 static Json *num_or_null(double x) { return isfinite(x) ? json_new_number(x) : json_new_null(); }
 
+/* A float as the shortest decimal that reads back as the same float (0.005, not 0.004999...). */
+static Json *fnum(float x) {
+    char buf[32];
+    snprintf(buf, sizeof buf, "%.9g", (double)x);
+    for (int p = 1; p <= 9; p++) {
+        char t[32];
+        snprintf(t, sizeof t, "%.*g", p, (double)x);
+        if (strtof(t, NULL) == x) { memcpy(buf, t, sizeof t); break; }
+    }
+    return isfinite(x) ? json_new_number(strtod(buf, NULL)) : json_new_null();
+}
+
 static Json *floats_json(const float *x, long n) {
     Json *a = json_new_array();
     for (long i = 0; i < n; i++) json_push(a, num_or_null(x[i]));
@@ -556,6 +571,9 @@ static void check_people(const World *w, const int *p, int n, Kind kind, const c
     }
 }
 
+/* Options that cannot work are the caller's error (die_input), named in one line. The
+ * forget and retain people must be of the setting's kind and must not overlap: a retain
+ * term on the forget people would pull the other way. */
 static void validate_opts(const World *w, const UnlearnOpts *o) {
     if (o->method < 0 || o->method >= UL_N_METHODS) die_input(NULL, "unlearn: unknown method %d", (int)o->method);
     if (o->n_forget <= 0) die_input(NULL, "unlearn: no forget people given");
@@ -577,7 +595,9 @@ static void validate_opts(const World *w, const UnlearnOpts *o) {
 }
 
 /* The settings and hyper-parameters as JSON (also for the CLI's unlearn.json). */
-static Json *opts_json(const World *w, const UnlearnOpts *o, const Model *m) {
+/* Every option that changes the result, with people as their file IDs; floats in their
+ * shortest form. */
+static Json *opts_json(const World *w, const UnlearnOpts *o, const UnlearnResult *res) {
     Json *j = json_new_object();
     json_set(j, "method", json_new_string(unlearn_method_name(o->method)));
     json_set(j, "setting", json_new_string(unlearn_setting_name(o->setting)));
@@ -593,35 +613,36 @@ static Json *opts_json(const World *w, const UnlearnOpts *o, const Model *m) {
     if (o->lora_r > 0) {
         Json *l = json_new_object();
         json_set(l, "r", json_new_number(o->lora_r));
-        json_set(l, "alpha", json_new_number(o->lora_alpha));
-        json_set(l, "dropout", json_new_number(o->lora_dropout));
+        json_set(l, "alpha", fnum(o->lora_alpha));
+        json_set(l, "dropout", fnum(o->lora_dropout));
         json_set(l, "targets", json_new_string(unlearn_params_targets(o->params)));
         json_set(h, "lora", l);
     } else {
         json_set(h, "lora", json_new_null());
     }
-    json_set(h, "lr", json_new_number(o->lr));
-    json_set(h, "epochs", json_new_number(o->epochs));
+    json_set(h, "lr", fnum(o->lr));
+    /* the passes the operation makes; "auto": UL_EXPOSURE presentations per forget person */
+    json_set(h, "epochs", json_new_number(res->epochs));
+    json_set(h, "epochs_auto", json_new_bool(o->epochs <= 0.0 && o->steps <= 0));
     json_set(h, "steps", json_new_number((double)o->steps));
     json_set(h, "batch", json_new_number(o->batch));
     json_set(h, "schedule", json_new_string(o->schedule == LR_CONSTANT ? "constant" : o->schedule == LR_COSINE ? "cosine" : "linear"));
     json_set(h, "warmup", json_new_number((double)o->warmup));
-    json_set(h, "weight_decay", json_new_number(o->weight_decay));
-    json_set(h, "clip", json_new_number(o->clip));
-    json_set(h, "beta", json_new_number(o->beta));
-    json_set(h, "alpha", json_new_number(o->alpha));
-    json_set(h, "gamma", json_new_number(o->gamma));
-    if (o->method == UL_SIMNPO) json_set(h, "delta", json_new_number(o->delta));
+    json_set(h, "weight_decay", fnum(o->weight_decay));
+    json_set(h, "clip", fnum(o->clip));
+    json_set(h, "beta", fnum(o->beta));
+    json_set(h, "alpha", fnum(o->alpha));
+    json_set(h, "gamma", fnum(o->gamma));
+    if (o->method == UL_SIMNPO) json_set(h, "delta", fnum(o->delta));
     if (o->method == UL_KLR) json_set(h, "kl_mask", json_new_string(o->kl_mask == UL_KL_ANSWER ? "answer" : "valid"));
     if (o->method == UL_RMU) {
         json_set(h, "rmu_layer", json_new_number(o->rmu_layer));
-        json_set(h, "rmu_scale", json_new_number(o->rmu_scale));
+        json_set(h, "rmu_scale", fnum(o->rmu_scale));
     }
     json_set(h, "fixed_render", json_new_bool(o->fixed_render));
     json_set(h, "augment", json_new_bool(o->augment));
     json_set(h, "seed", json_new_number((double)o->seed));
     json_set(j, "hyperparameters", h);
-    (void)m;
     return j;
 }
 
@@ -641,8 +662,9 @@ UlStatus unlearn_run(const World *w, const Tokenizer *tok, Model *model, Model *
     res->diverged_step = -1;
     validate_opts(w, o);
     const LlavaConfig *c = &model->cfg;
-    CHECKF(c->image_size == DATA_IMAGE_SIZE && c->num_channels == 3,
-           "unlearn: the model's images (%d px) are not the world's (%d px)", c->image_size, DATA_IMAGE_SIZE);
+    if (c->image_size != DATA_IMAGE_SIZE || c->num_channels != 3)
+        die_input(NULL, "unlearn: the model takes %d px images with %d channels, the world has %d px RGB",
+                  c->image_size, c->num_channels, DATA_IMAGE_SIZE);
     if (o->method == UL_RMU && (o->rmu_layer < 0 || o->rmu_layer >= c->num_hidden_layers))
         die_input(NULL, "unlearn: RMU layer %d outside [0, %d)", o->rmu_layer, c->num_hidden_layers);
     if (model->lora.attached) lora_merge(model);       /* start from plain weights */
@@ -676,7 +698,10 @@ UlStatus unlearn_run(const World *w, const Tokenizer *tok, Model *model, Model *
     float *control = NULL;
     if (o->method == UL_RMU) {
         NormAcc na = {o->rmu_layer, 0.0, 0};
-        probe_batches(model, tok, w, F, nF, norm_fn, &na);
+        int nS = 0;
+        const Item **S = spaced(F, nF, UL_PROBE_ITEMS, &nS);
+        probe_batches(model, tok, w, S, nS, norm_fn, &na);
+        free(S);
         res->rmu_norm = na.n ? (float)(na.sum / (double)na.n) : 1.0f;
         res->rmu_s = o->rmu_scale * res->rmu_norm;
         int D = c->hidden_size;
@@ -688,7 +713,9 @@ UlStatus unlearn_run(const World *w, const Tokenizer *tok, Model *model, Model *
         for (int d = 0; d < D; d++) control[d] = (float)(res->rmu_s * control[d] / sqrt(nn));
     }
 
-    /* parameters that learn */
+    /* parameters that learn; a fresh optimiser (moments of an earlier operation on this
+     * model must not leak in). Full training keeps a copy of the weights to roll back to;
+     * LoRA needs none: detaching the adapter restores the model. */
     float *backup = NULL;
     model_reset_optimizer(model);
     if (o->lora_r > 0) {
@@ -727,7 +754,9 @@ UlStatus unlearn_run(const World *w, const Tokenizer *tok, Model *model, Model *
     step_bufs_init(&s, B, npix);
     int *perm = xmalloc((size_t)nF * sizeof(int));
     int *ridx = xmalloc((size_t)B * sizeof(int));
-    int cache = o->fixed_render && uses_seq_ref(o->method) && o->lora_dropout == 0.0f;
+    /* fixed renderings + a frozen reference: its sequence log-probs per forget item never
+     * change, so the first epoch computes them and later epochs read them */
+    int cache = o->fixed_render && uses_seq_ref(o->method);
     float *cache_f = cache ? xmalloc((size_t)nF * sizeof(float)) : NULL;
     float *cache_i = cache ? xmalloc((size_t)nF * sizeof(float)) : NULL;
     uint8_t *cached = cache ? xcalloc((size_t)nF, 1) : NULL;
@@ -735,14 +764,14 @@ UlStatus unlearn_run(const World *w, const Tokenizer *tok, Model *model, Model *
     Rng drop;
     rng_derive(&drop, o->seed, "unlearn/dropout");
     Tape tp;
-    tape_init(&tp, 64 << 20);
+    tape_init(&tp, 64 << 20);                          /* one step's activations, reset each step */
     Progress pg;
     char label[48];
     snprintf(label, sizeof label, "unlearn %s", unlearn_method_name(o->method));
     if (!o->quiet) progress_start(&pg, label, total);
 
     int epoch = -1;
-    long step;
+    long step, n_gn = 0;
     for (step = 0; step < total; step++) {
         int e = (int)(step / per_epoch);
         long k = step % per_epoch;
@@ -756,6 +785,8 @@ UlStatus unlearn_run(const World *w, const Tokenizer *tok, Model *model, Model *
             rng_derive(&orng, o->seed, tag);
             rng_shuffle_int(&orng, perm, nF);
         }
+        /* alternating (MLLMU): the first nb steps of an epoch are the forget pass, the next
+         * nb the retain pass (retain batches paired with the same forget batches' slots) */
         int phase = alternating ? (k < nb ? UL_PHASE_FORGET : UL_PHASE_RETAIN) : UL_PHASE_BOTH;
         long j = alternating && k >= nb ? k - nb : k;
         int i0 = (int)(j * B), n = nF - i0 < B ? nF - i0 : B;
@@ -801,7 +832,8 @@ UlStatus unlearn_run(const World *w, const Tokenizer *tok, Model *model, Model *
         }
         s.ub.rng = o->lora_dropout > 0.0f ? &drop : NULL;
 
-        /* loss, gradient, checks, update */
+        /* loss, gradient, checks, update: the update is applied only when the loss and the
+         * gradient norm are finite, so a NaN or Inf never reaches the weights */
         UlTerms terms;
         model_zero_grad(model);
         Tensor *loss = unlearn_loss(model, ref, &tp, o, control, &s.ub, phase, &terms);
@@ -819,8 +851,9 @@ UlStatus unlearn_run(const World *w, const Tokenizer *tok, Model *model, Model *
             break;
         }
         tape_backward(&tp, loss);
-        double norm = model_clip_grad(model, o->clip);
+        double norm = model_clip_grad(model, o->clip);     /* the norm before clipping */
         gn[step] = (float)norm;
+        n_gn = step + 1;
         if (!isfinite(norm)) {
             snprintf(res->message, sizeof res->message, "gradient norm is not finite at step %ld (loss %g)", step, terms.total);
             break;
@@ -850,6 +883,7 @@ UlStatus unlearn_run(const World *w, const Tokenizer *tok, Model *model, Model *
     model_set_train(model, TRAIN_NONE, NULL);
     model_reset_optimizer(model);
 
+    /* losses logged: every completed step, plus the diverged one (its non-finite value) */
     long nlog = res->status == UL_OK ? res->steps : res->steps + 1;
     if (nlog > 0) {
         res->loss_first = lt[0]; res->forget_first = lf[0]; res->retain_first = lret[0];
@@ -862,7 +896,7 @@ UlStatus unlearn_run(const World *w, const Tokenizer *tok, Model *model, Model *
     res->seconds = now_seconds() - t0;
 
     /* the record */
-    Json *j = opts_json(w, o, model);
+    Json *j = opts_json(w, o, res);
     json_set(j, "status", json_new_string(res->status == UL_OK ? "ok" : "diverged"));
     json_set(j, "message", json_new_string(res->message));
     json_set(j, "steps", json_new_number((double)res->steps));
@@ -871,16 +905,15 @@ UlStatus unlearn_run(const World *w, const Tokenizer *tok, Model *model, Model *
     json_set(j, "seconds", json_new_number(res->seconds));
     json_set(j, "n_forget_items", json_new_number(nF));
     json_set(j, "n_retain_items", json_new_number(nR));
-    json_set(j, "epochs", json_new_number(res->epochs));
     if (o->method == UL_RMU) {
-        json_set(j, "rmu_hidden_norm", json_new_number(res->rmu_norm));
-        json_set(j, "rmu_s", json_new_number(res->rmu_s));
+        json_set(j, "rmu_hidden_norm", fnum(res->rmu_norm));
+        json_set(j, "rmu_s", fnum(res->rmu_s));
     }
     Json *L = json_new_object();
     json_set(L, "total", floats_json(lt, nlog));
     json_set(L, "forget", floats_json(lf, nlog));
     json_set(L, "retain", floats_json(lret, nlog));
-    json_set(L, "grad_norm", floats_json(gn, nlog < res->steps ? nlog : res->steps));
+    json_set(L, "grad_norm", floats_json(gn, n_gn));
     json_set(j, "losses", L);
     if (o->probe) {
         Json *p = json_new_object();
@@ -1020,6 +1053,7 @@ int cmd_unlearn(int argc, char **argv) {
     if (strcmp(sname, "finetuned") == 0) setting = UL_FINETUNED;
     else if (strcmp(sname, "pretrained") == 0) setting = UL_PRETRAINED;
     else die_input(NULL, "unlearn: --setting must be finetuned or pretrained, not '%s'", sname);
+    /* every flag overrides one field of the method's defaults */
     UnlearnOpts o = unlearn_opts_default((UlMethod)method, setting);
     const char *fspec = args_str(&a, "forget", setting == UL_FINETUNED ? "forget_10" : NULL);
     const char *rspec = args_str(&a, "retain", NULL);
@@ -1075,6 +1109,8 @@ int cmd_unlearn(int argc, char **argv) {
         else if (strcmp(klm, "answer") == 0) o.kl_mask = UL_KL_ANSWER;
         else die_input(NULL, "unlearn: --kl-mask must be valid or answer, not '%s'", klm);
     }
+    /* the reference: "previous" = the model before this operation (no --ref-model);
+     * "original" (sequential chains) and "oracle" (MLLMU's NPO) name a checkpoint */
     if (policy && strcmp(policy, "previous") && strcmp(policy, "original") && strcmp(policy, "oracle"))
         die_input(NULL, "unlearn: --ref-policy must be previous, original or oracle, not '%s'", policy);
     if (!policy) policy = refpath ? "original" : "previous";
@@ -1095,12 +1131,15 @@ int cmd_unlearn(int argc, char **argv) {
                     : complement(w, setting == UL_PRETRAINED ? KIND_CELEBRITY : KIND_FICTITIOUS, fp, nf, &nr);
     o.forget = fp; o.n_forget = nf;
     o.retain = rp; o.n_retain = nr;
+    /* the adapter is saved from the attached state, then merged for OUT/merged; full
+     * training has no adapter, only the merged checkpoint */
     int keep_adapter = o.lora_r > 0, write_merged = o.merge || o.lora_r == 0;
     o.merge = 0;                /* merged below, after the adapter is saved */
 
     UnlearnResult r;
     UlStatus st = unlearn_run(w, ck->tok, ck->model, rk ? rk->model : NULL, &o, &r);
 
+    /* nothing of an earlier run may survive next to this run's record */
     make_dirs(out);
     clear_outputs(out);
     Json *j = r.json;

@@ -192,15 +192,24 @@ static void test_finding1(void) {
     Effect pt4[3] = {{50, 40}, {40, 1}, {60, 1}};
     v = finding_pretrained_harder(m, ft, pt4, 3, NULL);
     TEST(v == VERDICT_MIXED, "split -> mixed, got %s", verdict_name(v));
-    /* every method harder, but the average says otherwise? cannot happen with equal drops;
-     * a method that forgets only in pretrained contradicts */
+    /* a method that does not forget in finetuned is undetermined (the premise fails), and
+     * does not count; the average is over every measured method */
     Effect ft5[3] = {{1, 0}, {40, 4}, {60, 6}}, pt5[3] = {{30, 1}, {30, 20}, {55, 30}};
-    v = finding_pretrained_harder(m, ft5, pt5, 3, NULL);
-    TEST(v == VERDICT_MIXED, "forgets only in pretrained + others harder -> mixed, got %s", verdict_name(v));
+    v = finding_pretrained_harder(m, ft5, pt5, 3, &t);
+    TEST(v == VERDICT_REPRODUCED, "undetermined + two harder -> reproduced, got %s", verdict_name(v));
+    TEST(contains(text_str(&t), "premise does not hold (undetermined)"), "undetermined method explained:\n%s", text_str(&t));
+    text_free(&t);
+    /* the average can contradict even when no method does: a cheap pretrained method with
+     * large drops outweighs */
+    Effect ft6[2] = {{10, 1}, {10, 1}}, pt6[2] = {{1, 0}, {90, 1}};
+    v = finding_pretrained_harder(m, ft6, pt6, 2, NULL);
+    TEST(v == VERDICT_MIXED, "one supports, one contradicts -> mixed, got %s", verdict_name(v));
     /* nothing forgotten anywhere, or nothing measured */
     Effect z[3] = {{0, 0}, {1, 1}, {2, 0}};
     v = finding_pretrained_harder(m, z, z, 3, NULL);
     TEST(v == VERDICT_INCONCLUSIVE, "no forgetting -> inconclusive, got %s", verdict_name(v));
+    v = finding_pretrained_harder(m, z, pt, 3, NULL);
+    TEST(v == VERDICT_INCONCLUSIVE, "forgetting only in pretrained -> inconclusive, got %s", verdict_name(v));
     Effect nan3[3] = {{NAN, NAN}, {NAN, 1}, {2, NAN}};
     v = finding_pretrained_harder(m, nan3, ft, 3, &t);
     TEST(v == VERDICT_INCONCLUSIVE && contains(text_str(&t), "not measured"), "not measured -> inconclusive");

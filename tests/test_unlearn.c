@@ -343,7 +343,7 @@ static void grad_check(UlMethod method, UlVariant variant, int phase, int images
     memcpy(m->lora.w, w0, n * sizeof(float));
     double fd = (lp - lm) / (2.0 * eps);
     double rel = fabs(fd - gd) / fmax(1e-3, fmax(fabs(fd), fabs(gd)));
-    TEST(rel < 2e-2 && fabs(gd) > 1e-4, "grad check %s%s phase %d images %d: directional %g vs finite difference %g (rel %.2g)",
+    TEST(rel < 1e-2 && fabs(gd) > 1e-4, "grad check %s%s phase %d images %d: directional %g vs finite difference %g (rel %.2g)",
          unlearn_method_name(method), variant == UL_VARIANT_MLLMU ? " (mllmu)" : "", phase, images, gd, fd, rel);
     free(dir); free(w0);
     tape_free(&tp);
@@ -398,9 +398,9 @@ static void test_run(void) {
 
     /* GA lowers the forget log-likelihood */
     UnlearnOpts o = unlearn_opts_default(UL_GA, UL_FINETUNED);
-    o.forget = fs->people; o.n_forget = fs->n;
+    o.forget = fs->people; o.n_forget = 1;      /* small: the sanitizer build runs this too */
     o.retain = fict; o.n_retain = 1;            /* the probe reads the retain items too */
-    o.steps = 6; o.batch = 8; o.probe = 1;
+    o.steps = 6; o.batch = 4; o.probe = 1;
     UnlearnResult r;
     UlStatus st = unlearn_run(w, tok, m, NULL, &o, &r);
     TEST(st == UL_OK && r.steps == 6, "GA run: status %d, %ld steps", st, r.steps);
@@ -414,9 +414,9 @@ static void test_run(void) {
     for (int meth = 0; meth < UL_N_METHODS; meth++) {
         Model *m2 = model_clone(m);
         UnlearnOpts o2 = unlearn_opts_default((UlMethod)meth, UL_FINETUNED);
-        o2.forget = fs->people; o2.n_forget = fs->n;
+        o2.forget = fs->people; o2.n_forget = 1;
         o2.retain = fict; o2.n_retain = nr;
-        o2.steps = 2; o2.probe = 0; o2.fixed_render = meth % 2;
+        o2.steps = 2; o2.batch = 4; o2.probe = 0; o2.fixed_render = meth % 2;
         st = unlearn_run(w, tok, m2, NULL, &o2, &r);
         TEST(st == UL_OK && r.steps == 2 && isfinite(r.loss_last), "%s runs: status %d loss %g",
              unlearn_method_name((UlMethod)meth), st, r.loss_last);
@@ -449,7 +449,7 @@ static void test_run(void) {
     Preproc pre = preproc_default(&c);
     ckpt_save(ck, m, tok, &pre, NULL);
     char *argv1[] = {"--data", wdir, "--model", ck, "--method", "npo", "--setting", "finetuned",
-                     "--forget", "forget_10", "--steps", "3", "--merge", "--no-probe", "--quiet", "--out", out};
+                     "--forget", "forget_10", "--steps", "3", "--batch", "4", "--merge", "--no-probe", "--quiet", "--out", out};
     int rc = cmd_unlearn((int)(sizeof argv1 / sizeof argv1[0]), argv1);
     char *p1 = xasprintf("%s/adapter/adapter_model.safetensors", out), *p2 = xasprintf("%s/merged", out);
     char *p3 = xasprintf("%s/unlearn.json", out);
@@ -466,7 +466,7 @@ static void test_run(void) {
         ckpt_free(base); ckpt_free(merged);
     }
     char *argv2[] = {"--data", wdir, "--model", ck, "--method", "ga", "--setting", "finetuned",
-                     "--lr", "1e30", "--steps", "4", "--merge", "--no-probe", "--quiet", "--out", bad};
+                     "--lr", "1e30", "--steps", "4", "--batch", "4", "--merge", "--no-probe", "--quiet", "--out", bad};
     rc = cmd_unlearn((int)(sizeof argv2 / sizeof argv2[0]), argv2);
     char *q1 = xasprintf("%s/adapter", bad), *q2 = xasprintf("%s/merged", bad), *q3 = xasprintf("%s/unlearn.json", bad);
     TEST(rc == 1 && !file_exists_(q1) && !file_exists_(q2) && file_exists_(q3),
