@@ -1318,6 +1318,15 @@ static void gen_person_eval(Gen *g, int pi, EvalSource src) {
             e->question = q;
             snprintf(tag, sizeof tag, "eval-mc/%d/%d/%d/%d", src, p->id, a, m);
             eval_mc(g, e, tag, f.value, d, nd);
+            /* each option as the trained answer sentence, filled as the perturbed answers
+             * below are (articles, the country of a birthplace); the truth gives `ans` */
+            for (int k = 0; k < e->n_options; k++) {
+                int v = k == e->correct ? p->value[a] : sl_find(&r->values[a], e->options[k]);
+                CHECK(v >= 0);
+                Fill fo = person_fill(g, p, a, m == 0, v);
+                e->option_answers[k] = fill(g->pool, r->tmpl[a][SLOT_A].s[0], &fo);
+            }
+            CHECK(strcmp(e->option_answers[e->correct], ans) == 0);
             /* cloze */
             e = gen_eval(g, src, pi, a, TASK_CLOZE, img);
             e->question = fill(g->pool, r->tmpl[a][test ? SLOT_PC : SLOT_C].s[0], &f);
@@ -1608,17 +1617,19 @@ static void write_train(Writer *wr, const World *w, int stage, const char *rel) 
     free(b.s);
 }
 
-static Json *options_json(const EvalItem *e) {
+/* {"A": texts[0], ...}: an MC item's options, or their answer sentences. */
+static Json *options_json(const EvalItem *e, const char *const *texts) {
     Json *o = json_new_object();
     for (int i = 0; i < e->n_options; i++) {
         char key[2] = {(char)('A' + i), 0};
-        json_set(o, key, json_new_string(e->options[i]));
+        json_set(o, key, json_new_string(texts[i]));
     }
     return o;
 }
 
 /* A person's evaluation items in MLLMU-Bench's schema (full, test, celebrity, holdout),
- * plus "Attribute" on every question, "Image" on test-set image questions, and the
+ * plus "Attribute" on every question, "Image" on test-set image questions, each MC
+ * option's answer sentence ("Option_Answers", for likelihood scoring), and the
  * paraphrased / perturbed answers on the metadata QA pairs. */
 static void write_profiles(Writer *wr, const World *w, Kind kind, EvalSource src, const char *rel) {
     Buf b = {0};
@@ -1645,7 +1656,8 @@ static void write_profiles(Writer *wr, const World *w, Kind kind, EvalSource src
             json_set(q, "Question", json_new_string(e->question));
             if (e->task == TASK_MC) {
                 char letter[2] = {(char)('A' + e->correct), 0};
-                json_set(q, "Options", options_json(e));
+                json_set(q, "Options", options_json(e, e->options));
+                json_set(q, "Option_Answers", options_json(e, e->option_answers));
                 json_set(q, "Correct_Answer", json_new_string(letter));
             } else if (e->task == TASK_QA) {
                 json_set(q, "Answer", json_new_string(e->answer));
@@ -1687,7 +1699,7 @@ static void write_genbench(Writer *wr, const World *w) {
         json_set(j, "category", json_new_string(e->category));
         json_set(j, "image", jstr(image_path(w, e->image)));
         json_set(j, "Question", json_new_string(e->question));
-        json_set(j, "Options", options_json(e));
+        json_set(j, "Options", options_json(e, e->options));
         json_set(j, "Correct_Answer", json_new_string(letter));
         jsonl_line(&b, j);
     }
@@ -1767,6 +1779,9 @@ static char **world_corpus(const World *w, int *n) {
         chat_render(chat, sizeof chat, e->prompt, e->image >= 0, e->answer);
         PUSH(chat);
         for (int o = 0; o < e->n_options; o++) PUSH(e->options[o]);
+        /* option_answers are left out: they are the QA answer sentence with other values,
+         * like the perturbed answers, and leaving them out kept tokenizer.json (and every
+         * model trained on it) unchanged when they were added */
         if (e->paraphrased_answer) PUSH(e->paraphrased_answer);
         for (int p = 0; p < e->n_perturbed; p++) PUSH(e->perturbed[p]);
     }
@@ -2395,6 +2410,21 @@ static void ld_mc(Loader *L, const Ctx *c, const Json *q, EvalItem *e) {
     e->prompt = pool_strdup(L->pool, buf);
 }
 
+/* Option_Answers {A..D} of a person's MC question: the same keys as Options, each a
+ * non-empty sentence. */
+static void ld_option_answers(Loader *L, const Ctx *c, const Json *q, EvalItem *e) {
+    const Json *oa = req(c, q, "Option_Answers", JSON_OBJECT);
+    if ((int)oa->len != e->n_options) bad(c, "\"Option_Answers\" must have the keys of \"Options\" (A-D)");
+    for (int i = 0; i < e->n_options; i++) {
+        char key[2] = {(char)('A' + i), 0};
+        const Json *v = json_get(oa, key);
+        if (!v) bad(c, "\"Option_Answers\" must have the keys of \"Options\" (A-D)");
+        if (v->type != JSON_STRING || v->len == 0 || strlen(v->string) != v->len)
+            bad(c, "\"Option_Answers\".%s must be a non-empty string", key);
+        e->option_answers[i] = pool_strdup(L->pool, v->string);
+    }
+}
+
 typedef struct ProfileArg {
     Kind kind;
     EvalSource src;
@@ -2421,6 +2451,7 @@ static void ld_profile_line(Loader *L, const Ctx *c, const Json *j, void *arg) {
             EvalItem *e = ld_eval_new(L, pa->src, pi, a, TASK_MC, img);
             e->question = req_str(c, L->pool, q, "Question");
             ld_mc(L, c, q, e);
+            ld_option_answers(L, c, q, e);
         }
     }
     static const char *const tasks[3] = {"Generation_Task", "Mask_Task", "metadata"};
@@ -2814,6 +2845,11 @@ const EvalItem **world_eval_select(const World *w, EvalSource src, const int *pe
     }
     free(m);
     return r;
+}
+
+const char *mc_option_answer(const EvalItem *e, int op) {
+    CHECK(e->task == TASK_MC && op >= 0 && op < e->n_options);
+    return e->option_answers[op] ? e->option_answers[op] : e->options[op];
 }
 
 void world_image_pixels(const World *w, int image, Rng *aug, float *chw) {

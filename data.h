@@ -149,6 +149,10 @@ typedef struct EvalItem {
     const char *prompt;         /* the user turn, rendered (options, [Blank], instruction line) */
     const char *options[DATA_MC_OPTIONS]; /* MC only */
     int n_options;
+    /* Person MC only (NULL for genbench): the trained answer sentence with each option's
+     * value filled in ("Luke Pike is a teacher."); [correct] is the QA twin's answer.
+     * Likelihood scoring scores these instead of the bare option text. */
+    const char *option_answers[DATA_MC_OPTIONS];
     int correct;                /* MC: index of the correct option */
     const char *answer;         /* reference response: the letter (MC), the value (cloze), the sentence (gen, QA) */
     const char *truth;          /* the value itself ("doctor"); MC: options[correct] */
@@ -267,5 +271,10 @@ extern const float data_clip_mean[3], data_clip_std[3];
  * malloc'ed array of pointers (free()), count in *n. */
 const EvalItem **world_eval_select(const World *w, EvalSource src, const int *people, int n_people,
                                    unsigned task_mask, int modality, int *n);
+
+/* What likelihood scoring scores as option op's answer to an MC item's stem: the trained
+ * answer sentence with that option's value (option_answers[op]) for person items, the
+ * option text itself for genbench. */
+const char *mc_option_answer(const EvalItem *e, int op);
 
 #endif

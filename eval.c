@@ -827,9 +827,10 @@ static void ctx_run(Ctx *c) {
             ScoreJob *j = &sj[ns++];
             j->rec = i; j->slot = s; j->pix = pix; j->image = e->image;
             if (e->task == TASK_MC) {
-                /* each option's text as the answer to the stem, without EOS (lm-eval style) */
+                /* each option as the answer to the stem, without EOS (lm-eval style): a
+                 * person's option inside the trained answer sentence, genbench's bare */
                 j->kind = JOB_OPTION;
-                j->ids = encode_chat(c->tok, e->question, img, e->options[s], &j->n, &j->start);
+                j->ids = encode_chat(c->tok, e->question, img, mc_option_answer(e, s), &j->n, &j->start);
                 j->n--;                                  /* drop </s> */
             } else {
                 /* answer + </s>: the EOS is part of the scored answer (OU label construction) */
@@ -1455,8 +1456,10 @@ static Json *settings_json(const World *w, const EvalOptions *o, unsigned sets, 
                                                             : "shared prompts: one prefill, KV-cache continuations"));
     json_set(j, "mc_rule", json_new_string("MLLMU-Bench: first character of the stripped response, upper-cased, "
                                            "must be an option letter; decoding stops once it is decided"));
-    json_set(j, "mc_likelihood_rule", json_new_string("best mean log-prob per token of the option text as the answer "
-                                                      "to the question stem (no EOS, zero-shot)"));
+    json_set(j, "mc_likelihood_rule", json_new_string("best mean log-prob per token of each option as the answer to the "
+                                                      "question stem: person questions score the trained answer sentence "
+                                                      "with the option's value filled in, genbench the option text "
+                                                      "(no EOS, zero-shot)"));
     json_set(j, "rouge", json_new_string("rouge_score 0.1.2, use_stemmer=True; F-measure, rougeL_recall = TOFU"));
     json_set(j, "bleu", json_new_string("NLTK sentence_bleu, SmoothingFunction().method1"));
     json_set(j, "truth_ratio", json_new_string("open-unlearning: exp(-mean perturbed NLL) / exp(-paraphrased NLL)"));

@@ -48,7 +48,7 @@ typedef enum {
 /* What to compute (bit mask). */
 enum {
     EVAL_MC = 1,                /* "mc": generated letter, MLLMU-Bench rule */
-    EVAL_MC_LIKELIHOOD = 2,     /* "mc_likelihood": best mean log-prob option text */
+    EVAL_MC_LIKELIHOOD = 2,     /* "mc_likelihood": best mean log-prob option answer (mc_option_answer) */
     EVAL_CLOZE = 4,             /* "cloze": ground truth substring of the answer */
     EVAL_GEN = 8,               /* "gen": ROUGE-1/2/L, ROUGE-L recall, BLEU of generated answers */
     EVAL_PROB = 16,             /* "prob": QA-pair probabilities, truth ratio, memorisation, MIA */

@@ -785,9 +785,11 @@ double train_mc_accuracy(Model *m, const Tokenizer *tok, const World *w, EvalSou
                 CHECK(k > 0);
                 gi[ns++] = (GenItem){d, k, px};
             } else {
+                /* a person's option inside its trained answer sentence ("Luke Pike is a
+                 * teacher."), genbench's option text bare: mc_option_answer */
                 for (int op = 0; op < e->n_options; op++) {
                     int *d = ids + (size_t)ns * MAX_IDS, start = 0;
-                    int k = tok_encode_chat(tok, e->question, has_image, e->options[op], d, MAX_IDS, &start);
+                    int k = tok_encode_chat(tok, e->question, has_image, mc_option_answer(e, op), d, MAX_IDS, &start);
                     CHECK(k > 0);
                     si[ns++] = (ScoreItem){d, k, start, px};
                 }
@@ -812,8 +814,10 @@ double train_mc_accuracy(Model *m, const Tokenizer *tok, const World *w, EvalSou
                 int best = -1;
                 double best_v = -INFINITY;
                 for (int op = 0; op < e->n_options; op++, j++) {
-                    /* Mean log-prob of the option's tokens; the closing EOS is not part of
-                     * the continuation (lm-eval-harness scores the option text only). */
+                    /* Mean log-prob of the continuation's tokens; the closing EOS is not
+                     * part of it (lm-eval-harness scores the continuation only). An item's
+                     * sentences share the name and the ending, predicted with log p near 0
+                     * once learned, so the tokens that differ (article, value) decide. */
                     int k = sr[j].n - 1;
                     double v = 0.0;
                     for (int t = 0; t < k; t++) v += sr[j].logp[t];

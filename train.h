@@ -117,8 +117,9 @@ typedef struct GateReport {
 /* MC accuracy (%) of m on the world's evaluation items of src about people (NULL: all of
  * src) in that modality (MOD_IMAGE / MOD_TEXT / MOD_ANY); *n_items gets the count.
  * SCORE_LETTER: greedy generation, first non-space character upper-cased must be the
- * correct letter (MLLMU-Bench). SCORE_LIKELIHOOD: each option's text scored as the answer
- * to the question stem, mean log-prob per token, the best must be the correct option. */
+ * correct letter (MLLMU-Bench). SCORE_LIKELIHOOD: each option scored as the answer to the
+ * question stem (mc_option_answer: a person's trained answer sentence with the option's
+ * value, genbench's option text), mean log-prob per token; the best must be the correct one. */
 double train_mc_accuracy(Model *m, const Tokenizer *tok, const World *w, EvalSource src,
                          const int *people, int n_people, int modality, int scoring, int *n_items);
 

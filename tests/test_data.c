@@ -3,7 +3,8 @@
  * Generates tiny worlds into temporary directories and checks: determinism (same seed ->
  * same bytes, other seed -> other bytes), unique names, pairwise distinct faces, nested
  * splits, that no evaluation item (option arrangement, paraphrase, transformed image) is
- * trained on, which formats each kind of person is trained in and at which stage, that
+ * trained on, that person MC items carry each option's answer sentence (the correct one
+ * is the QA answer), which formats each kind of person is trained in and at which stage, that
  * world_load refuses corrupted worlds (in a child: exit 2, one line on stderr), and that
  * the training augmentation is deterministic. The raw material is read from $PULSE_RAW or
  * ./data (make test runs from the repository root).
@@ -89,8 +90,9 @@ static void child_cmd_unknown_preset(void *a) {
     exit(cmd_data(4, argv));
 }
 
-/* Expect world_load(dir) to exit 2 with one line that names `what`. */
-static void expect_refused(const char *dir, const char *what, const char *label) {
+/* Expect world_load(dir) to exit 2 with one line that names `what` (and `field`, if not
+ * NULL). */
+static void expect_refused_naming(const char *dir, const char *what, const char *field, const char *label) {
     int lines;
     char msg[1024];
     int rc = run_child(child_load, (void *)dir, &lines, msg, sizeof msg);
@@ -98,6 +100,11 @@ static void expect_refused(const char *dir, const char *what, const char *label)
     TEST(rc == 2, "%s: world_load exit status %d, expected 2", label, rc);
     TEST(lines == 1, "%s: %d lines on stderr, expected 1: %s", label, lines, msg);
     TEST(strstr(msg, what) != NULL, "%s: message does not name %s: %s", label, what, msg);
+    if (field) TEST(strstr(msg, field) != NULL, "%s: message does not name %s: %s", label, field, msg);
+}
+
+static void expect_refused(const char *dir, const char *what, const char *label) {
+    expect_refused_naming(dir, what, NULL, label);
 }
 
 static void write_bytes(const char *dir, const char *rel, const char *data, size_t n) {
@@ -317,6 +324,48 @@ static void test_eval_items(const World *w) {
     free(e);
 }
 
+/* Person MC items carry each option's answer sentence (for likelihood scoring): the
+ * correct one is the QA twin's answer, the others hold their option and are filled as the
+ * perturbed answers are. w was loaded from disk, so this also checks the round trip
+ * (generate, write, load). Genbench MC items have none: their option text is scored. */
+static void test_option_answers(const World *w) {
+    int n_mc = 0, missing = 0, no_twin = 0, bad_correct = 0, bad_other = 0, as_perturbed = 0, n_gb = 0, bad_gb = 0;
+    for (int i = 0; i < w->n_eval; i++) {
+        const EvalItem *e = &w->eval[i];
+        if (e->task != TASK_MC) continue;
+        if (e->person < 0) {
+            n_gb++;
+            for (int k = 0; k < e->n_options; k++)
+                bad_gb += e->option_answers[k] != NULL || mc_option_answer(e, k) != e->options[k];
+            continue;
+        }
+        n_mc++;
+        const EvalItem *qa = NULL;
+        for (int j = 0; j < w->n_eval && !qa; j++) {
+            const EvalItem *t = &w->eval[j];
+            if (t->task == TASK_QA && t->source == e->source && t->person == e->person && t->attr == e->attr &&
+                t->image == e->image)
+                qa = t;
+        }
+        if (!qa) { no_twin++; continue; }
+        for (int k = 0; k < DATA_MC_OPTIONS; k++) {
+            const char *s = e->option_answers[k];
+            if (k >= e->n_options || !s) { missing++; continue; }
+            if (mc_option_answer(e, k) != s) missing++;
+            if (k == e->correct) { bad_correct += strcmp(s, qa->answer) != 0; continue; }
+            bad_other += !strstr(s, e->options[k]) || strcmp(s, qa->answer) == 0;
+            for (int p = 0; p < qa->n_perturbed; p++) as_perturbed += strcmp(s, qa->perturbed[p]) == 0;
+        }
+    }
+    TEST(n_mc == w->n_people * w->n_attrs * 2 + w->preset.n_fictitious * w->n_attrs * 2,
+         "%d person MC items", n_mc);
+    TEST(missing == 0 && no_twin == 0, "%d option answers missing, %d MC items without a QA twin", missing, no_twin);
+    TEST(bad_correct == 0, "%d correct option answers differ from the QA answer", bad_correct);
+    TEST(bad_other == 0, "%d wrong options' answers lack their option or equal the QA answer", bad_other);
+    TEST(as_perturbed > 0, "no wrong option's answer equals a perturbed answer (same filling)");
+    TEST(n_gb > 0 && bad_gb == 0, "%d of %d genbench items have option answers", bad_gb, n_gb);
+}
+
 static void test_render_and_pixels(const World *w) {
     char q1[4096], a1[256], q2[4096], a2[256];
     int hi, bad = 0;
@@ -392,8 +441,10 @@ static void reseal(const char *dir) {
     free(full); free(txt); json_free(j); free(wpath); free(man); free(out);
 }
 
-/* Replaces the first occurrence of `from` in dir/rel by `to`, re-seals, expects refusal. */
-static void expect_record_refused(const char *dir, const char *rel, const char *from, const char *to, const char *label) {
+/* Replaces the first occurrence of `from` in dir/rel by `to`, re-seals, expects refusal
+ * with a message naming the file and, if field != NULL, that field. */
+static void expect_field_refused(const char *dir, const char *rel, const char *from, const char *to, const char *field,
+                                 const char *label) {
     size_t n;
     char *orig = read_all(dir, rel, &n), *hit = strstr(orig, from);
     TEST(hit != NULL, "%s: \"%s\" not found in %s", label, from, rel);
@@ -401,10 +452,37 @@ static void expect_record_refused(const char *dir, const char *rel, const char *
     char *edited = xasprintf("%.*s%s%s", (int)(hit - orig), orig, to, hit + strlen(from));
     write_bytes(dir, rel, edited, strlen(edited));
     reseal(dir);
-    expect_refused(dir, rel, label);
+    expect_refused_naming(dir, rel, field, label);
     write_bytes(dir, rel, orig, n);
     reseal(dir);
     free(edited); free(orig);
+}
+
+static void expect_record_refused(const char *dir, const char *rel, const char *from, const char *to, const char *label) {
+    expect_field_refused(dir, rel, from, to, NULL, label);
+}
+
+/* Option_Answers: missing, other keys than Options, a value that is not a string. */
+static void test_option_answers_refused(const char *dir) {
+    expect_field_refused(dir, "full.jsonl", "\"Option_Answers\":{", "\"Option_Answerz\":{", "Option_Answers",
+                         "missing Option_Answers");
+    expect_field_refused(dir, "test.jsonl", "\"Option_Answers\":{\"A\":", "\"Option_Answers\":{\"E\":",
+                         "Option_Answers", "Option_Answers keys E, B, C, D");
+    expect_field_refused(dir, "holdout.jsonl", "\"Option_Answers\":{\"A\":", "\"Option_Answers\":{\"Z\":7,\"A\":",
+                         "Option_Answers", "Option_Answers with a fifth key");
+    /* A's sentence replaced by a number: the whole "A":"..." value is cut out. */
+    size_t n;
+    char *t = read_all(dir, "celebrity.jsonl", &n), *hit = strstr(t, "\"Option_Answers\":{\"A\":\"");
+    TEST(hit != NULL, "celebrity.jsonl has no Option_Answers");
+    if (hit) {
+        char *v = hit + strlen("\"Option_Answers\":{\"A\":\""), *end = strchr(v, '"');
+        CHECK(end);
+        char *from = xasprintf("%.*s", (int)(end + 1 - hit), hit);
+        expect_field_refused(dir, "celebrity.jsonl", from, "\"Option_Answers\":{\"A\":7", "Option_Answers",
+                             "Option_Answers value not a string");
+        free(from);
+    }
+    free(t);
 }
 
 static void test_refusals(const char *base, const char *w1) {
@@ -446,6 +524,7 @@ static void test_refusals(const char *base, const char *w1) {
     expect_record_refused(dir, "test.jsonl", "\"Image\":\"images/", "\"Image\":\"images/nope", "unknown image");
     expect_record_refused(dir, "splits/forget_5.json", "[", "[999,", "unknown ID");
     expect_record_refused(dir, "celebrity.jsonl", "\"Mask_Task\":[", "\"Mask_Task\":7,\"w\":[", "wrong type");
+    test_option_answers_refused(dir);
     char *gb = xasprintf("%s/genbench.jsonl", dir);
     CHECK(remove(gb) == 0);
     free(gb);
@@ -486,6 +565,7 @@ int main(void) {
     test_training_coverage(w);
     test_eval_never_trained(w, w1);
     test_eval_items(w);
+    test_option_answers(w);
     test_render_and_pixels(w);
     world_free(w);
     test_refusals(base, w1);

@@ -6,7 +6,8 @@
  * 2. End to end on the tiny world (generated into a temporary directory) with a small
  *    random model: results.json structure (every set x task x modality aggregate present
  *    with n > 0, values in range), predictions.jsonl lines (one per item, fields per task),
- *    the aggregates recomputed from the predictions, the oracle sections against itself
+ *    the aggregates recomputed from the predictions, mc_likelihood's option scores against
+ *    model_score of the option answer sentences, the oracle sections against itself
  *    (identical truth ratios: KS p = 1, PrivLeak = 0), celebrity groups, seeded few-shot,
  *    light mode and per-person accuracy.
  * Fixed seeds, small shapes, no timing assertions. */
@@ -247,6 +248,67 @@ static void check_predictions(const char *dir, const Json *res, long items, int 
     TEST(compared > 60, "only %d aggregates compared", compared);
 }
 
+/* Mean log-prob per token of answer as the reply to question (no EOS), by model_score. */
+static double mean_logp(Model *m, const Tokenizer *tok, const World *w, const EvalItem *e, const char *answer) {
+    int ids[512], start = 0;
+    int n = tok_encode_chat(tok, e->question, e->image >= 0, answer, ids, 512, &start);
+    CHECK(n > start + 1);
+    float *pix = NULL;
+    if (e->image >= 0) {
+        pix = xmalloc(3 * DATA_IMAGE_SIZE * DATA_IMAGE_SIZE * sizeof *pix);
+        world_image_pixels(w, e->image, NULL, pix);
+    }
+    ScoreItem it = {ids, n - 1, start, pix};        /* </s> dropped */
+    ScoreResult r;
+    model_score(m, &it, 1, 0, &r);
+    double v = r.sum / r.n;
+    score_result_free(&r);
+    free(pix);
+    return v;
+}
+
+/* mc_likelihood's option_ll in predictions.jsonl: a person item's options are scored as
+ * their answer sentences (Option_Answers), genbench's as the bare option text. Checked
+ * against model_score on the first `limit` person MC lines and every genbench line. */
+static void check_option_ll(const char *dir, Model *m, const Tokenizer *tok, const World *w, int limit) {
+    char *p = xasprintf("%s/predictions.jsonl", dir);
+    size_t len;
+    char *text = read_file(p, &len);
+    free(p);
+    int n_person = 0, n_gb = 0, unmatched = 0, mismatch = 0, differs = 0;
+    for (char *line = text, *nl; *line && (nl = strchr(line, '\n')); line = nl + 1) {
+        char err[128];
+        Json *j = json_parse(line, (size_t)(nl - line), err, sizeof err);
+        CHECK(j);
+        const Json *ll = json_get(json_get(j, "mc_likelihood"), "option_ll");
+        const Json *jp = json_get(j, "person");
+        int pid = jp && jp->type == JSON_NUMBER ? (int)jp->number : -1;
+        if (!ll || (pid >= 0 && n_person >= limit)) { json_free(j); continue; }
+        const char *prompt = json_get_string(j, "prompt", "", "t");
+        const EvalItem *e = NULL;
+        for (int i = 0; i < w->n_eval && !e; i++) {
+            const EvalItem *x = &w->eval[i];
+            if (x->task == TASK_MC && strcmp(x->prompt, prompt) == 0 &&
+                (pid < 0 ? x->person < 0 : x->person >= 0 && w->people[x->person].id == pid))
+                e = x;
+        }
+        if (!e || (int)ll->len != e->n_options) { unmatched++; json_free(j); continue; }
+        if (pid >= 0) n_person++; else n_gb++;
+        for (int k = 0; k < e->n_options; k++) {
+            double want = mean_logp(m, tok, w, e, pid >= 0 ? e->option_answers[k] : e->options[k]);
+            double got = ll->items[k]->number;
+            mismatch += !(fabs(got - want) <= 1e-4 * (1 + fabs(want)));
+            if (pid >= 0) differs += fabs(mean_logp(m, tok, w, e, e->options[k]) - want) > 1e-3;
+        }
+        json_free(j);
+    }
+    free(text);
+    TEST(n_person == limit && n_gb > 0 && unmatched == 0, "option_ll: %d person and %d genbench MC lines, %d unmatched",
+         n_person, n_gb, unmatched);
+    TEST(mismatch == 0, "%d option_ll values differ from the option answer scored by model_score", mismatch);
+    TEST(differs > 0, "person options scored as the bare option text");
+}
+
 /* A small random LLaVA that reads the world's 32x32 images and 512-id tokenizer. */
 static Model *small_model(void) {
     LlavaConfig c = config_default();
@@ -291,6 +353,7 @@ static void test_end_to_end(void) {
     TEST(nf > 0 && nf + nr == n, "celebrity = its two groups: %ld + %ld vs %ld", nf, nr, n);
     TEST(st.items > 0 && st.gen_tokens > 0 && st.score_sequences > 0, "stats filled");
     check_predictions(out1, r1, st.items, o.max_new);
+    check_option_ll(out1, m, tok, w, 24);
     char *rp = xasprintf("%s/results.json", out1);
     Json *onfile = json_load(rp);
     char *a = json_dump(onfile, 0), *b = json_dump(r1, 0);
