@@ -10,6 +10,14 @@
  * - A person is a face (15 identity parameters, drawn greedily so that every new face is as
  *   far as possible from all earlier ones) plus attribute values. Every question, answer,
  *   cloze sentence and biography is a template from data/templates.txt filled with them.
+ * - Anonymous faces (pre-training, format face_desc) are faces of nobody in the world, each
+ *   described in words from data/faces.txt, so that the vision tower learns facial features
+ *   from dense captions before it meets any person.
+ * - In-context multiple choice (pre-training, format mc_context): a fact about an invented
+ *   person (a name that is nobody's in the world) stated in the stem, then the world's MC
+ *   question about it. The answer cannot be memorised, only read from the stem, so the
+ *   letter skill ("the letter before the option that equals the value") is learned as a
+ *   generic circuit.
  * - Training items are compact: one per (person, attribute, format, modality) holding all of
  *   its phrasings; item_render draws a phrasing and, for multiple choice, fresh options and
  *   a fresh correct letter every call, so the evaluation's fixed option sets (and its
@@ -57,11 +65,11 @@ const float data_clip_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
  * (small: 3/5/8), except in tiny, where they are the smallest sizes that exercise every
  * path (1/2/3 of 10, two sequential groups). */
 const Preset data_presets[] = {
-    /* name   fict celeb keep forget hold  forget_5/10/15  seq attrs scenes gb_sc gb_fact vocab */
-    {"tiny",    10,  10,   6,   3,    4, {1, 2, 3},      2,   5,    40,    16,    8,    512},
-    {"small",   50,  30,  15,   7,   10, {3, 5, 8},      5,   5,   500,    80,   40,    512},
-    {"paper",  500, 153,  45,  20,   50, {25, 50, 75},   5,   5,  2000,   200,  100,   1024},
-    {NULL, 0, 0, 0, 0, 0, {0, 0, 0}, 0, 0, 0, 0, 0, 0},
+    /* name   fict celeb keep forget hold  forget_5/10/15  seq attrs scenes gb_sc gb_fact faces mc_ctx vocab */
+    {"tiny",    10,  10,   6,   3,    4, {1, 2, 3},      2,   5,    40,    16,    8,     40,    40,   512},
+    {"small",   50,  30,  15,   7,   10, {3, 5, 8},      5,   5,   500,    80,   40,    600,  1500,   512},
+    {"paper",  500, 153,  45,  20,   50, {25, 50, 75},   5,   5,  2000,   200,  100,   2000,  3000,  1024},
+    {NULL, 0, 0, 0, 0, 0, {0, 0, 0}, 0, 0, 0, 0, 0, 0, 0, 0},
 };
 
 const Preset *preset_find(const char *name) {
@@ -73,7 +81,7 @@ const Preset *preset_find(const char *name) {
 static const char *const kind_names[N_KINDS] = {"fictitious", "celebrity", "holdout", "general"};
 static const char *const format_names[N_FORMATS] = {
     "qa", "mc", "cloze", "gen", "bio", "caption",
-    "scene_caption", "scene_vqa", "scene_mc", "fact", "fact_mc"};
+    "scene_caption", "scene_vqa", "scene_mc", "fact", "fact_mc", "face_desc", "mc_context"};
 static const char *const task_names[N_TASKS] = {"mc", "cloze", "gen", "qa"};
 static const char *const attr_names[DATA_MAX_ATTRS] = {
     "occupation", "birthplace", "education", "hobby", "colour", "year"};
@@ -90,7 +98,7 @@ static int name_lookup(const char *const *names, int n, const char *s) {
 }
 
 /* MC formats carry options; these are rendered with DATA_MC_INSTRUCTION. */
-static int format_is_mc(Format f) { return f == FMT_MC || f == FMT_SCENE_MC || f == FMT_FACT_MC; }
+int format_is_mc(Format f) { return f == FMT_MC || f == FMT_SCENE_MC || f == FMT_FACT_MC || f == FMT_MC_CONTEXT; }
 
 /* ----------------------------------------------------------------------------
  * Pool: one owner for the many small strings and arrays of a world. */
@@ -183,6 +191,8 @@ static const char *const slot_names[N_SLOTS] = {
     "qi", "qt", "pqi", "pqt", "gi", "gt", "pgi", "pgt", "a", "pa", "c", "pc", "bio", "cap", "bioq"};
 #define TMPL_PERSON DATA_MAX_ATTRS  /* template row for identity slots (bio, cap, bioq) */
 
+#define FACE_MAX_LEVELS 8           /* levels of a non-palette face parameter, at most */
+
 /* Palette groups of data/palette.txt. */
 enum { PAL_SKIN, PAL_HAIR, PAL_EYES, PAL_BG, PAL_SHIRT, PAL_ACC, N_PAL };
 static const char *const pal_names[N_PAL] = {"skin", "hair", "eyes", "background", "shirt", "accessory"};
@@ -205,8 +215,16 @@ typedef struct Raw {
     uint8_t pal_rgb[N_PAL][16][3];
     Fact *facts;
     int n_facts;
+    StrList face_q;                     /* face_desc question phrasings (faces.txt) */
+    const char *face_hair_hidden;       /* the hair when a cap or beanie hides its style */
+    const char *face_words[DATA_FACE_PARAMS][FACE_MAX_LEVELS]; /* level names of the non-palette
+                                                                  face parameters ("-": unsaid) */
     uint64_t hash;                      /* of every raw byte read, for provenance */
 } Raw;
+
+/* data/faces.txt, parsed in the Faces section below (it knows the parameters). */
+static void raw_face(Raw *r, const char *path, int lineno, const char *line, void *ctx);
+static void raw_face_need(const Raw *r, const char *dir);
 
 /* Reads data/NAME and calls fn on every content line (trailing spaces and CR removed). */
 static void raw_lines(Raw *r, const char *name, void (*fn)(Raw *, const char *, int, const char *, void *), void *ctx) {
@@ -324,6 +342,7 @@ static void raw_free(Raw *r) {
     for (int g = 0; g < N_PAL; g++) free(r->pal[g].s);
     for (int i = 0; i < r->n_facts; i++) free(r->facts[i].wrong.s);
     free(r->facts);
+    free(r->face_q.s);
 }
 
 static void raw_need(const char *dir, const char *file, int have, int need, const char *what) {
@@ -356,6 +375,7 @@ static void raw_load(Raw *r, const char *dir, Pool *pool) {
     raw_lines(r, "scene_colours.txt", raw_colour, NULL);
     raw_lines(r, "palette.txt", raw_colour, r);
     raw_lines(r, "facts.txt", raw_fact, NULL);
+    raw_lines(r, "faces.txt", raw_face, NULL);
     /* Counts every generator below relies on. */
     raw_need(dir, "first_names.txt", r->first.n, 10, "names");
     raw_need(dir, "last_names.txt", r->last.n, 10, "names");
@@ -375,6 +395,7 @@ static void raw_load(Raw *r, const char *dir, Pool *pool) {
     raw_need(dir, "scene_colours.txt", r->scene_colour.n, 4, "colours");
     for (int g = 0; g < N_PAL; g++) raw_need(dir, "palette.txt", r->pal[g].n, 2, pal_names[g]);
     raw_need(dir, "facts.txt", r->n_facts, 4, "facts");
+    raw_face_need(r, dir);
     for (int i = 0; i < r->shapes.n; i++)
         if (name_lookup((const char *const[]){"circle", "square", "triangle", "cross", "diamond"}, 5, r->shapes.s[i]) < 0) {
             char *path = xasprintf("%s/shapes.txt", dir);
@@ -463,6 +484,16 @@ static float face_distance(const int *a, const int *b) {
     return d;
 }
 
+/* One random identity: every parameter uniform over its levels, except that glasses,
+ * beards and hats are worn by about half the people, not three quarters. */
+static void face_draw_one(const Raw *r, Rng *rng, int *f) {
+    for (int k = 0; k < DATA_FACE_PARAMS; k++) {
+        f[k] = (int)rng_below(rng, (uint32_t)face_levels(r, k));
+        int acc = k == F_GLASSES || k == F_BEARD || k == F_HAT;
+        if (acc && rng_uniform(rng) < 0.35) f[k] = 0;
+    }
+}
+
 /* Draws n identities: each new one is the candidate (of 64 random ones) farthest, by the
  * weighted count of differing parameters, from its nearest earlier identity. */
 static void faces_draw_params(const Raw *r, uint64_t seed, int n, int (*out)[DATA_FACE_PARAMS]) {
@@ -472,12 +503,7 @@ static void faces_draw_params(const Raw *r, uint64_t seed, int n, int (*out)[DAT
         float best = -1;
         for (int c = 0; c < 64; c++) {
             int cand[DATA_FACE_PARAMS];
-            for (int k = 0; k < DATA_FACE_PARAMS; k++) {
-                cand[k] = (int)rng_below(&rng, (uint32_t)face_levels(r, k));
-                /* Accessories are worn by about half the people, not three quarters. */
-                int acc = k == F_GLASSES || k == F_BEARD || k == F_HAT;
-                if (acc && rng_uniform(&rng) < 0.35) cand[k] = 0;
-            }
+            face_draw_one(r, &rng, cand);
             float nearest = 1e9f;
             for (int j = 0; j < i && nearest > best; j++) {
                 float d = face_distance(cand, out[j]);
@@ -622,6 +648,116 @@ static void face_render(const Raw *r, const int *f, uint8_t *rgb) {
         int xl = (int)floorf(cx - rx - 1.0f);
         for (int y = 18; y <= 20; y++) put(&c, xl, y, acc);
     }
+}
+
+/* ----------------------------------------------------------------------------
+ * Anonymous face descriptions (format face_desc): faces of nobody in the world, each with a
+ * description of what shows at 32x32, so that the vision tower learns the features
+ * identities are made of before it meets any person, as a real LMM's vision encoder has seen
+ * many captioned faces (LLaVA's stage-1 alignment in spirit). The words are in
+ * data/faces.txt ("-" leaves a level unsaid: the mouth and the earring, for the token
+ * budget); which parameter shows when is the renderer's geometry, here. */
+
+/* One line of data/faces.txt: "question<TAB>text", "hair_hidden<TAB>words", or
+ * "parameter<TAB>level<TAB>words" for a parameter that is not a palette colour. */
+static void raw_face(Raw *r, const char *path, int lineno, const char *line, void *ctx) {
+    (void)ctx;
+    char key[32];
+    const char *t1 = strchr(line, '\t');
+    if (!t1 || !t1[1] || (size_t)(t1 - line) >= sizeof key)
+        die_input(path, "line %d: expected question<TAB>text, hair_hidden<TAB>words or parameter<TAB>level<TAB>words", lineno);
+    memcpy(key, line, (size_t)(t1 - line)); key[t1 - line] = 0;
+    const char *words = t1 + 1;
+    int k = -1;
+    long level = 0;
+    if (strcmp(key, "question") != 0 && strcmp(key, "hair_hidden") != 0) {
+        k = name_lookup(face_param_names, DATA_FACE_PARAMS, key);
+        if (k < 0 || face_fixed_levels[k] < 0)
+            die_input(path, "line %d: '%s' is not a face parameter with named levels", lineno, key);
+        char *end;
+        level = strtol(t1 + 1, &end, 10);
+        if (end == t1 + 1 || *end != '\t' || !end[1] || level < 0 || level >= face_fixed_levels[k])
+            die_input(path, "line %d: expected %s<TAB>level (0-%d)<TAB>words", lineno, key, face_fixed_levels[k] - 1);
+        words = end + 1;
+    }
+    if (strchr(words, '\t')) die_input(path, "line %d: too many tabs", lineno);
+    for (const char *s = strchr(words, '{'); s; s = strchr(s + 1, '{'))
+        if (strncmp(s, "{colour}", 8) != 0 && strncmp(s, "{a_colour}", 10) != 0)
+            die_input(path, "line %d: unknown placeholder (only {colour} and {a_colour})", lineno);
+    const char *w = pool_strdup(r->pool, words);
+    if (k >= 0) {
+        if (r->face_words[k][level]) die_input(path, "line %d: %s level %ld is listed twice", lineno, key, level);
+        r->face_words[k][level] = w;
+    } else if (key[0] == 'q') {
+        sl_push(&r->face_q, w);
+    } else {
+        if (r->face_hair_hidden) die_input(path, "line %d: hair_hidden is listed twice", lineno);
+        r->face_hair_hidden = w;
+    }
+}
+
+/* faces.txt must name every level of every non-palette parameter and give a question. */
+static void raw_face_need(const Raw *r, const char *dir) {
+    char *path = xasprintf("%s/faces.txt", dir);
+    if (!r->face_q.n) die_input(path, "needs at least 1 question");
+    if (!r->face_hair_hidden) die_input(path, "needs a hair_hidden line");
+    for (int k = 0; k < DATA_FACE_PARAMS; k++)
+        for (int l = 0; l < face_fixed_levels[k]; l++)
+            if (!r->face_words[k][l]) die_input(path, "no words for %s level %d", face_param_names[k], l);
+    free(path);
+}
+
+static int said(const char *words) { return strcmp(words, "-") != 0; }
+
+/* Appends words ("-": nothing) as the next item of a comma-separated list, with {colour}
+ * and {a_colour} filled in. */
+static void desc_add(Buf *b, const char *words, const char *colour) {
+    if (!said(words)) return;
+    if (b->n) buf_puts(b, ", ");
+    for (const char *s = words; *s;) {
+        if (!strncmp(s, "{colour}", 8)) { CHECK(colour); buf_puts(b, colour); s += 8; }
+        else if (!strncmp(s, "{a_colour}", 10)) { CHECK(colour); put_article(b, colour); s += 10; }
+        else buf_putn(b, s++, 1);
+    }
+}
+
+/* The description of face f, a list in reading order: "Dark skin, narrow round face, spiky
+ * red hair, dark eyes, gold glasses, goatee, white shirt, gold headband, striped sky
+ * background." Terse, because a 512-token BPE spends 3-5 tokens on each of these words and
+ * the longest must stay within the world's longest item. Absent accessories are left out,
+ * and so is what the renderer hides: sunglasses cover the eyes, a cap or a beanie covers
+ * short hair and a bald head alike (only the eyebrows show the hair colour), a wide oval
+ * face is drawn as a wide round one, and the accessory colour shows only on coloured
+ * glasses, a hat or an earring. */
+static const char *face_describe(Pool *pool, const Raw *r, const int *f) {
+    const char *const *w[DATA_FACE_PARAMS];
+    for (int k = 0; k < DATA_FACE_PARAMS; k++) w[k] = r->face_words[k];
+    const char *hair = r->pal[PAL_HAIR].s[f[F_HAIR]], *acc = r->pal[PAL_ACC].s[f[F_ACC]];
+    const char *width = w[F_WIDTH][f[F_WIDTH]], *pattern = w[F_PATTERN][f[F_PATTERN]];
+    const char *shape = w[F_SHAPE][f[F_WIDTH] == 2 && f[F_SHAPE] == 0 ? 1 : f[F_SHAPE]];
+    int hat_hides = (f[F_HAT] == 1 || f[F_HAT] == 2) && f[F_STYLE] <= 1;     /* bald or short */
+    char t[256];
+    Buf b = {0};
+    desc_add(&b, "{colour} skin", r->pal[PAL_SKIN].s[f[F_SKIN]]);
+    snprintf(t, sizeof t, "%s%s%s%sface", said(width) ? width : "", said(width) ? " " : "",
+             said(shape) ? shape : "", said(shape) ? " " : "");
+    if (strcmp(t, "face") != 0) desc_add(&b, t, NULL);
+    desc_add(&b, hat_hides ? r->face_hair_hidden : w[F_STYLE][f[F_STYLE]], hair);
+    if (f[F_GLASSES] != 2) desc_add(&b, "{colour} eyes", r->pal[PAL_EYES].s[f[F_EYES]]);
+    desc_add(&b, w[F_GLASSES][f[F_GLASSES]], acc);
+    desc_add(&b, w[F_BEARD][f[F_BEARD]], hair);
+    desc_add(&b, w[F_MOUTH][f[F_MOUTH]], NULL);
+    desc_add(&b, "{colour} shirt", r->pal[PAL_SHIRT].s[f[F_SHIRT]]);
+    desc_add(&b, w[F_HAT][f[F_HAT]], acc);
+    desc_add(&b, w[F_EARRINGS][f[F_EARRINGS]], acc);
+    snprintf(t, sizeof t, "%s%s%s background", said(pattern) ? pattern : "", said(pattern) ? " " : "",
+             r->pal[PAL_BG].s[f[F_BG]]);
+    desc_add(&b, t, NULL);
+    buf_puts(&b, ".");
+    b.s[0] = (char)toupper((unsigned char)b.s[0]);
+    const char *d = pool_strdup(pool, b.s);
+    free(b.s);
+    return d;
 }
 
 /* ----------------------------------------------------------------------------
@@ -1292,6 +1428,84 @@ static void gen_general_items(Gen *g, GenFact *facts, int n_facts, uint64_t *sce
     }
 }
 
+/* Anonymous faces (pre-training): n_faces_desc faces of nobody in the world, from their own
+ * stream, each drawn like a person's face candidate (without the max-min spreading, which
+ * only serves to tell a few hundred people apart) and redrawn while it has a person's
+ * parameters or image. images/aNNNN.png, and one face_desc item each: the questions of
+ * data/faces.txt, answered by the description. No test variants, no evaluation items. */
+static void gen_face_desc(Gen *g) {
+    World *w = g->w;
+    const Raw *r = &g->raw;
+    Rng rng;
+    rng_derive(&rng, g->seed, "anonymous-faces");
+    for (int i = 0; i < g->p->n_faces_desc; i++) {
+        int f[DATA_FACE_PARAMS];
+        uint8_t rgb[IMG_BYTES];
+        for (int taken = 1; taken;) {
+            face_draw_one(r, &rng, f);
+            face_render(r, f, rgb);
+            taken = 0;
+            for (int j = 0; j < w->n_people && !taken; j++)
+                taken = !memcmp(f, w->people[j].face, sizeof f) || !memcmp(rgb, w->images[w->people[j].image].rgb, IMG_BYTES);
+        }
+        char path[64];
+        snprintf(path, sizeof path, "images/a%04d.png", i + 1);
+        int img = gen_image(g, path, rgb);
+        const char *desc = face_describe(g->pool, r, f);
+        Item *it = gen_item(g, STAGE_PT, -1, KIND_GENERAL, FMT_FACE_DESC, -1, img, 1, r->face_q.n);
+        for (int v = 0; v < r->face_q.n; v++) {
+            it->variants[v].question = r->face_q.s[v];
+            it->variants[v].answer = desc;
+        }
+    }
+}
+
+/* In-context multiple choice (pre-training): n_mc_context items, each about an invented
+ * person: a full name from the name lists that is nobody's in the world (and not "X X"),
+ * and a random value of a random asked attribute, all from their own stream. The stem is
+ * the answer sentence stated as a fact (template a, text form, filled as the person items
+ * are: articles, countries), a space, then a text-only MC question about it (every qt
+ * phrasing is a variant): "Mara Lind is a pilot. What is the job of Mara Lind?". Options
+ * are the attribute's values, drawn at render time like FMT_MC's, and the answer is the
+ * letter. Nothing about these people is anywhere else, so only reading the stem answers. */
+static void gen_mc_context(Gen *g) {
+    World *w = g->w;
+    const Raw *r = &g->raw;
+    Rng rng;
+    rng_derive(&rng, g->seed, "mc-context");
+    for (int i = 0; i < g->p->n_mc_context; i++) {
+        char name[128];
+        for (long tries = 0, taken = 1; taken; tries++) {
+            if (tries == 1000000) die_input("data/first_names.txt", "no name left for the in-context MC items");
+            const char *fn = r->first.s[rng_below(&rng, (uint32_t)r->first.n)];
+            const char *ln = r->last.s[rng_below(&rng, (uint32_t)r->last.n)];
+            snprintf(name, sizeof name, "%s %s", fn, ln);
+            taken = strcmp(fn, ln) == 0;
+            for (int j = 0; j < w->n_people && !taken; j++) taken = strcmp(name, w->people[j].name) == 0;
+        }
+        int a = (int)rng_below(&rng, (uint32_t)w->n_attrs);
+        int value = (int)rng_below(&rng, (uint32_t)r->values[a].n);
+        Person who = {.name = name};
+        Fill f = person_fill(g, &who, a, 0, value);
+        const StrList *qs = &r->tmpl[a][SLOT_QT];
+        int nd;
+        const char **d = attr_distractors(g, a, value, &nd);
+        Item *it = gen_item(g, STAGE_PT, -1, KIND_GENERAL, FMT_MC_CONTEXT, a, -1, 1, qs->n);
+        for (int v = 0; v < qs->n; v++) {
+            Buf b = {0};
+            fill_buf(&b, r->tmpl[a][SLOT_A].s[0], &f);
+            buf_puts(&b, " ");
+            fill_buf(&b, qs->s[v], &f);
+            Variant *va = &it->variants[v];
+            va->question = pool_strdup(g->pool, b.s);
+            va->answer = va->correct = f.value;
+            va->distractors = d;
+            va->n_distractors = nd;
+            free(b.s);
+        }
+    }
+}
+
 /* Evaluation items of one person: MC, cloze, generation and QA, with the face and text
  * only. src == EVAL_TEST: paraphrased questions and transformed images. */
 static void gen_person_eval(Gen *g, int pi, EvalSource src) {
@@ -1865,6 +2079,8 @@ static Json *preset_json(const Preset *p) {
     json_set(o, "n_scenes_train", jnum(p->n_scenes_train));
     json_set(o, "n_genbench_scene", jnum(p->n_genbench_scene));
     json_set(o, "n_genbench_fact", jnum(p->n_genbench_fact));
+    json_set(o, "n_faces_desc", jnum(p->n_faces_desc));
+    json_set(o, "n_mc_context", jnum(p->n_mc_context));
     json_set(o, "vocab_size", jnum(p->vocab_size));
     return o;
 }
@@ -1982,6 +2198,8 @@ static void check_preset(const Preset *p) {
     else if (p->n_seq < 1 || p->n_forget[1] % p->n_seq) bad = "forget_10 must split into n_seq equal groups";
     else if (p->n_attrs < 1 || p->n_attrs > DATA_MAX_ATTRS) bad = "n_attrs out of range";
     else if (p->n_scenes_train < 1 || p->n_genbench_scene < 0 || p->n_genbench_fact < 0) bad = "genbench sizes";
+    else if (p->n_faces_desc < 0 || p->n_faces_desc > 9999) bad = "n_faces_desc must be in [0, 9999]";
+    else if (p->n_mc_context < 0 || p->n_mc_context > 1000000) bad = "n_mc_context must be in [0, 1000000]";
     else if (p->vocab_size < TOK_FIRST_MERGE) bad = "vocab_size below 260";
     if (bad) die_input(NULL, "preset %s: %s", p->name, bad);
 }
@@ -1995,7 +2213,8 @@ static void gen_world(Gen *g) {
     w->preset = *P;
     w->seed = g->seed;
     gen_people(g);
-    /* Items in file order: pre-training (celebrities, then scenes, then facts), then fine-tuning. */
+    /* Items in file order: pre-training (celebrities, then scenes, facts, anonymous faces
+     * and in-context MC), then fine-tuning. */
     for (int i = 0; i < w->n_people; i++)
         if (w->people[i].kind == KIND_CELEBRITY) {
             gen_person_items(g, i, STAGE_PT);
@@ -2005,6 +2224,8 @@ static void gen_world(Gen *g) {
     GenFact *facts = gen_facts(g, &n_facts);
     uint64_t *scene_keys = xcalloc((size_t)P->n_scenes_train, sizeof *scene_keys);
     gen_general_items(g, facts, n_facts, scene_keys);
+    gen_face_desc(g);
+    gen_mc_context(g);
     for (int i = 0; i < w->n_people; i++)
         if (w->people[i].kind == KIND_FICTITIOUS) gen_person_items(g, i, STAGE_FT);
     /* Evaluation: profiles of everyone, the test set of the fictitious people, genbench. */
@@ -2111,6 +2332,8 @@ void data_generate(const Preset *P, uint64_t seed, const char *raw, const char *
     json_set(counts, "fictitious", jnum(P->n_fictitious));
     json_set(counts, "celebrity", jnum(P->n_celebrity));
     json_set(counts, "holdout", jnum(P->n_holdout));
+    json_set(counts, "anonymous_faces", jnum(P->n_faces_desc));
+    json_set(counts, "mc_context", jnum(P->n_mc_context));
     json_set(counts, "images", jnum(w->n_images));
     json_set(counts, "train_pt", jnum(count_items(w, STAGE_PT)));
     json_set(counts, "train_ft", jnum(count_items(w, STAGE_FT)));
@@ -2158,10 +2381,10 @@ void data_generate(const Preset *P, uint64_t seed, const char *raw, const char *
     commit_out(out_dir, tmp);
 
     fprintf(stderr, "pulse data: %s (preset %s, seed %llu): %d fictitious, %d celebrities, %d holdout, "
-            "%d images, %d+%d training items, %d evaluation items, fingerprint %016llx\n"
+            "%d anonymous faces, %d in-context MC, %d images, %d+%d training items, %d evaluation items, fingerprint %016llx\n"
             "pulse data: tokens (chat form): training max %d mean %.1f, evaluation max %d mean %.1f\n",
             out_dir, P->name, (unsigned long long)seed, P->n_fictitious, P->n_celebrity, P->n_holdout,
-            w->n_images, count_items(w, STAGE_PT), count_items(w, STAGE_FT), w->n_eval,
+            P->n_faces_desc, P->n_mc_context, w->n_images, count_items(w, STAGE_PT), count_items(w, STAGE_FT), w->n_eval,
             (unsigned long long)fingerprint, ts.all_train.max, tokstat_mean(&ts.all_train), ts.all_eval.max,
             tokstat_mean(&ts.all_eval));
     for (int i = 0; i < wr.n; i++) free(wr.files[i].path);
@@ -2345,6 +2568,7 @@ static void ld_variant(Loader *L, const Ctx *c, const Json *o, Variant *va, cons
         }
     }
     if (fmt == FMT_CLOZE && !strstr(va->question, "__")) bad(c, "a cloze question needs \"__\"");
+    if (fmt == FMT_MC_CONTEXT && !strstr(va->question, va->correct)) bad(c, "an mc_context question must state its correct answer");
 }
 
 /* One line of train_pt.jsonl / train_ft.jsonl: an Item; the person's kind must match. */
@@ -2368,6 +2592,10 @@ static void ld_train_line(Loader *L, const Ctx *c, const Json *j, void *arg) {
     it->attr = attr ? ld_attr(L, c, attr, 1) : -1;
     it->image = img ? ld_image(L, c, img) : -1;
     it->repeat = (int)req_int(c, j, "repeat", 1, 1000);
+    if (it->format == FMT_FACE_DESC && (it->image < 0 || it->person >= 0 || it->attr >= 0))
+        bad(c, "a face_desc item needs an image and no person or attribute");
+    if (it->format == FMT_MC_CONTEXT && (it->image >= 0 || it->person >= 0 || it->attr < 0))
+        bad(c, "an mc_context item needs an attribute and no person or image");
     const Json *alts = json_get(j, "alternatives");
     if (alts && alts->type != JSON_ARRAY) bad(c, "\"alternatives\" must be an array");
     it->n_variants = 1 + (alts ? (int)alts->len : 0);
@@ -2630,6 +2858,10 @@ World *world_load(const char *dir) {
     P->n_scenes_train = (int)req_int(&c, pj, "n_scenes_train", 0, 10000000);
     P->n_genbench_scene = (int)req_int(&c, pj, "n_genbench_scene", 0, 10000000);
     P->n_genbench_fact = (int)req_int(&c, pj, "n_genbench_fact", 0, 10000000);
+    /* absent in worlds written before the face_desc format: they have none */
+    P->n_faces_desc = json_get(pj, "n_faces_desc") ? (int)req_int(&c, pj, "n_faces_desc", 0, 9999) : 0;
+    /* likewise before the mc_context format */
+    P->n_mc_context = json_get(pj, "n_mc_context") ? (int)req_int(&c, pj, "n_mc_context", 0, 1000000) : 0;
     P->vocab_size = (int)req_int(&c, pj, "vocab_size", TOK_FIRST_MERGE, 1000000);
     w->n_attrs = P->n_attrs;
     w->seed = (uint64_t)req_int(&c, wj, "seed", 0, 9007199254740991L);
@@ -2906,8 +3138,8 @@ int cmd_data(int argc, char **argv) {
                "splits, tokenizer.json, contact_sheet.png) into DIR, deterministically from (P, S).\n"
                "  --preset P   world size (default small):");
         for (const Preset *p = data_presets; p->name; p++)
-            printf(" %s (%d fictitious, %d celebrities, %d holdout)%s", p->name, p->n_fictitious, p->n_celebrity,
-                   p->n_holdout, p[1].name ? "," : "");
+            printf(" %s (%d fictitious, %d celebrities, %d holdout, %d anonymous faces, %d in-context MC)%s", p->name,
+                   p->n_fictitious, p->n_celebrity, p->n_holdout, p->n_faces_desc, p->n_mc_context, p[1].name ? "," : "");
         printf("\n  --seed S     seed (default 1)\n"
                "  --raw DIR    raw material (default: data/ next to the pulse binary, else ./data)\n"
                "  --out DIR    output directory (replaced if it is a pulse world; refused if it is anything else)\n");

@@ -8,7 +8,14 @@
  *   pre-training), holdout (never trained). Each has a 32x32 face, a unique name and
  *   attribute values (occupation, birthplace, education, hobby, favourite colour, birth year;
  *   the first n_attrs are asked about).
- * - Training items (Item): one per (person or scene or fact, format, modality). An item holds
+ * - Anonymous faces: faces of nobody in the world, each with a description of what it looks
+ *   like (pre-training, format face_desc), so that the vision tower learns facial features
+ *   before it meets any person. They have images and training items, nothing else.
+ * - In-context multiple choice (pre-training, format mc_context): a fact about an invented
+ *   person (nobody in the world) stated in the stem, then the world's MC question about it,
+ *   so that picking the letter of the stated value is learned as a generic skill.
+ * - Training items (Item): one per (person or scene or fact or anonymous face, format,
+ *   modality). An item holds
  *   one or more variants (question phrasings); item_render picks one and, for multiple
  *   choice, draws the options and the correct letter, fresh for every call with an Rng.
  * - Evaluation items (EvalItem): fixed prompts, options and answers, in MLLMU-Bench's four
@@ -46,10 +53,14 @@ typedef enum { KIND_FICTITIOUS, KIND_CELEBRITY, KIND_HOLDOUT, KIND_GENERAL, N_KI
 
 /* Training formats. Person formats: QA (free-form answer sentence), MC (letter), CLOZE,
  * GEN (generation instruction), BIO (biography, text), CAPTION (face -> name). General:
- * scene captions, scene VQA (short free-form answer), scene MC, facts (free form and MC). */
+ * scene captions, scene VQA (short free-form answer), scene MC, facts (free form and MC),
+ * FACE_DESC (the face of nobody in the world -> a description of its appearance), and
+ * MC_CONTEXT (in-context MC: "Mara Lind is a pilot. What is the job of Mara Lind?" with
+ * options -> the letter; the invented person is nobody in the world). */
 typedef enum {
     FMT_QA, FMT_MC, FMT_CLOZE, FMT_GEN, FMT_BIO, FMT_CAPTION,
-    FMT_SCENE_CAPTION, FMT_SCENE_VQA, FMT_SCENE_MC, FMT_FACT, FMT_FACT_MC, N_FORMATS
+    FMT_SCENE_CAPTION, FMT_SCENE_VQA, FMT_SCENE_MC, FMT_FACT, FMT_FACT_MC, FMT_FACE_DESC,
+    FMT_MC_CONTEXT, N_FORMATS
 } Format;
 #define FMT_BIT(f) (1u << (f))
 #define FMT_ALL 0u                  /* in a format mask: every format */
@@ -82,6 +93,8 @@ typedef struct Preset {
     int n_scenes_train;         /* genbench training scenes (pre-training pool) */
     int n_genbench_scene;       /* held-out genbench scene questions */
     int n_genbench_fact;        /* held-out genbench text-fact questions */
+    int n_faces_desc;           /* anonymous faces with a description (pre-training pool) */
+    int n_mc_context;           /* in-context MC items about invented people (pre-training pool) */
     int vocab_size;             /* BPE vocabulary of tokenizer.json */
 } Preset;
 
@@ -221,7 +234,10 @@ int *world_people_of_kind(const World *w, Kind kind, int *n);
 int world_image_find(const World *w, const char *path);         /* -1 if none */
 
 const char *kind_name(Kind k);          /* "fictitious", "celebrity", "holdout", "general" */
-const char *format_name(Format f);      /* "qa", "mc", ..., "fact_mc" */
+const char *format_name(Format f);      /* "qa", "mc", ..., "face_desc", "mc_context" */
+/* 1 for the multiple-choice formats (mc, scene_mc, fact_mc, mc_context): rendered with
+ * options and the instruction line, answered by a letter. */
+int format_is_mc(Format f);
 const char *task_name(Task t);          /* "mc", "cloze", "gen", "qa" */
 
 /* ----------------------------------------------------------------------------

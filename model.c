@@ -975,18 +975,24 @@ void model_train_only(Model *m, const char *prefixes) {
 }
 
 /* The trainable float ranges (value, grad, moments), in table order, then the adapters. */
-typedef struct Range { float *w, *g, **m, **v; size_t off, n; int decay; } Range;
+/* A trainable block: base weights (one parameter) or a LoRA A+B pair. vision: part of the
+ * vision tower or the projector (their own learning-rate scale). */
+typedef struct Range { float *w, *g, **m, **v; size_t off, n; int decay, vision; } Range;
+static int is_vision_side(const char *name) {
+    return strncmp(name, "vision_tower.", 13) == 0 || strncmp(name, "multi_modal_projector.", 22) == 0;
+}
 static int trainable_ranges(Model *m, Range *out) {
     int k = 0;
     for (int i = 0; i < m->n_params; i++)
         if (m->params[i].trainable)
-            out[k++] = (Range){m->w, m->g, &m->m, &m->v, m->params[i].offset, m->params[i].n, m->params[i].decay};
+            out[k++] = (Range){m->w, m->g, &m->m, &m->v, m->params[i].offset, m->params[i].n, m->params[i].decay,
+                               is_vision_side(m->params[i].name)};
     Lora *L = &m->lora;
     for (int i = 0; L->attached && i < L->n; i++)
         if (L->trainable[i]) {
             /* A then B are adjacent: one range */
             size_t n = (size_t)L->r * (L->mod[i].in + L->mod[i].out);
-            out[k++] = (Range){L->w, L->g, &L->m, &L->v, L->mod[i].a_off, n, 1};
+            out[k++] = (Range){L->w, L->g, &L->m, &L->v, L->mod[i].a_off, n, 1, 0};
         }
     return k;
 }
@@ -1029,7 +1035,7 @@ double model_clip_grad(Model *m, double max_norm) {
 }
 
 AdamW adamw_default(void) {
-    AdamW o = {0.9f, 0.999f, 1e-8f, 0.01f};
+    AdamW o = {0.9f, 0.999f, 1e-8f, 0.01f, 1.0f};
     return o;
 }
 
@@ -1063,13 +1069,15 @@ void model_adamw_step(Model *m, const AdamW *o, float lr) {
         size_t total = r->w == m->w ? m->n_floats : m->lora.n_floats;
         if (!*r->m) { *r->m = xcalloc(total, sizeof(float)); *r->v = xcalloc(total, sizeof(float)); }
         float *w = r->w + r->off, *g = r->g + r->off, *mm = *r->m + r->off, *vv = *r->v + r->off;
-        float decay = r->decay ? 1.0f - lr * o->weight_decay : 1.0f;
+        float rlr = r->vision ? lr * o->vision_lr_scale : lr;
+        float decay = r->decay ? 1.0f - rlr * o->weight_decay : 1.0f;
+        float ss = r->vision ? step_size * o->vision_lr_scale : step_size;
         long nc = (long)((r->n + CHUNK - 1) / CHUNK);
         /* elementwise: any split between threads gives the same bytes */
         OMP(parallel for schedule(static) if (nc > 4))
         for (long c = 0; c < nc; c++) {
             size_t k0 = (size_t)c * CHUNK, kn = r->n - k0 < CHUNK ? r->n - k0 : CHUNK;
-            adamw_span(w + k0, g + k0, mm + k0, vv + k0, kn, decay, o->beta1, o->beta2, step_size, bc2_sqrt, o->eps);
+            adamw_span(w + k0, g + k0, mm + k0, vv + k0, kn, decay, o->beta1, o->beta2, ss, bc2_sqrt, o->eps);
         }
     }
     free(R);

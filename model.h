@@ -260,6 +260,8 @@ double model_clip_grad(Model *m, double max_norm);
 typedef struct AdamW {
     float beta1, beta2, eps;    /* PyTorch defaults 0.9, 0.999, 1e-8 */
     float weight_decay;         /* decoupled: p -= lr * wd * p (PyTorch default 0.01) */
+    float vision_lr_scale;      /* the vision tower's and the projector's base weights get
+                                   lr x this (1: one learning rate; LoRA blocks: always 1) */
 } AdamW;
 AdamW adamw_default(void);
 /* One AdamW step with learning rate lr on every trainable parameter (bias-corrected). */

@@ -261,6 +261,7 @@ static void stage_data(Ctx *c) {
     h = h_int(h, p->n_fictitious); h = h_int(h, p->n_celebrity); h = h_int(h, p->celeb_keep);
     h = h_int(h, p->celeb_forget); h = h_int(h, p->n_holdout); h = h_ints(h, p->n_forget, 3);
     h = h_int(h, p->n_seq); h = h_int(h, p->n_attrs); h = h_int(h, p->n_scenes_train);
+    h = h_int(h, p->n_faces_desc); h = h_int(h, p->n_mc_context);
     h = h_int(h, p->n_genbench_scene); h = h_int(h, p->n_genbench_fact); h = h_int(h, p->vocab_size);
     h = h_int(h, (long long)c->seed);
     h = h_int(h, (long long)raw_hash(c->raw));
@@ -300,6 +301,7 @@ static uint64_t stage_train(Ctx *c, const char *name, int stage, const char *bas
     h = h_dbl(h, r.epochs); h = h_int(h, r.batch); h = h_dbl(h, r.lr); h = h_int(h, r.warmup);
     h = h_int(h, r.schedule); h = h_dbl(h, r.weight_decay); h = h_dbl(h, r.clip); h = h_int(h, r.mode);
     h = h_int(h, r.lora_r); h = h_dbl(h, r.lora_alpha); h = h_str(h, r.lora_targets); h = h_dbl(h, r.replay);
+    h = h_dbl(h, r.vision_lr); h = h_int(h, r.mc_repeat);
     h = h_int(h, (long long)c->seed);
     h = h_ints(h, exclude, n_exclude);
     char *rel = xasprintf("state/%s.json", name), *marker = run_path(c, rel), *dir = run_path(c, name);

@@ -2,10 +2,11 @@
  *
  * Design
  * - One loop for both stages. Pre-training (base_pt) reads the world's STAGE_PT items
- *   (scenes, general facts, the celebrities in every format), fine-tuning (base_ft) the
- *   STAGE_FT items (the fictitious people's QA, multiple choice, cloze...), both minus the
- *   excluded people (the oracles). Hyperparameters come from one recipe table per (world
- *   preset, stage); every TrainOpts field that is set overrides its recipe value.
+ *   (scenes, anonymous face descriptions, in-context multiple choice, general facts, the
+ *   celebrities in every format), fine-tuning (base_ft) the STAGE_FT items (the fictitious
+ *   people's QA, multiple choice, cloze...), both minus the excluded people (the oracles).
+ *   Hyperparameters come from one recipe table per (world preset, stage); every TrainOpts
+ *   field that is set overrides its recipe value.
  * - The data stream is a pure function of (seed, example number k): the items are expanded
  *   by Item.repeat into "presentations", epoch e = k / N is a shuffle of them drawn from
  *   stream (seed, "order", e), and example k is rendered (phrasing, MC options and correct
@@ -58,13 +59,13 @@
  * warm-up and cosine decay, clipping at 1.0: what made 1M-parameter models learn in
  * ../shared/research/feasibility.md. Epochs count presentations (Item.repeat included). */
 static const Recipe recipes[] = {
-    /* preset  stage     epochs batch  lr      warmup sched      wd    clip  mode        r   alpha targets replay */
-    {"tiny",  STAGE_PT,   2,    16,   2e-3f,   20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f},
-    {"tiny",  STAGE_FT,   4,    16,   2e-3f,   10,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f},
-    {"small", STAGE_PT,  12,    16,   3e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f},
-    {"small", STAGE_FT,  20,    16,   3e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f},
-    {"paper", STAGE_PT,  12,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f},
-    {"paper", STAGE_FT,  20,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f},
+    /* preset  stage     epochs batch  lr      warmup sched      wd    clip  mode        r   alpha targets replay vision_lr mc_repeat */
+    {"tiny",  STAGE_PT,   2,    16,   2e-3f,   20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.03f, 1},
+    {"tiny",  STAGE_FT,   4,    16,   2e-3f,   10,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.03f, 1},
+    {"small", STAGE_PT,  12,    16,   3e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.03f, 1},
+    {"small", STAGE_FT,  20,    16,   3e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.03f, 1},
+    {"paper", STAGE_PT,  12,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.03f, 1},
+    {"paper", STAGE_FT,  20,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.03f, 1},
 };
 
 Recipe train_recipe(const char *preset, int stage) {
@@ -85,6 +86,7 @@ TrainOpts train_opts_default(int stage) {
     o.schedule = -1;
     o.mode = -1;
     o.replay = -1;
+    o.vision_lr = -1;
     return o;
 }
 
@@ -152,18 +154,26 @@ typedef struct Stream {
     uint64_t seed;
 } Stream;
 
-/* Items of `stages` without the excluded people, expanded by Item.repeat (World order);
- * *n gets the count. The selection is returned in *sel (free it). */
-static const Item **presentations(const World *w, int stages, const int *exclude, int n_exclude,
+/* Presentations of an item an epoch: its repeat (celebrity fame), times mc_repeat for the
+ * letter multiple-choice formats (the letter skill is learned per fact and late). */
+static int item_presentations(const Item *it, int mc_repeat) {
+    int r = it->repeat > 0 ? it->repeat : 1;
+    return format_is_mc(it->format) && mc_repeat > 1 ? r * mc_repeat : r;
+}
+
+/* Items of `stages` without the excluded people, expanded by Item.repeat and, for the
+ * letter multiple-choice formats, by mc_repeat (World order); *n gets the count. The
+ * selection is returned in *sel (free it). */
+static const Item **presentations(const World *w, int stages, const int *exclude, int n_exclude, int mc_repeat,
                                   const Item ***sel, int *n_sel, int *n) {
     Select q = {stages, FMT_ALL, MOD_ANY, n_exclude ? exclude : NULL, n_exclude, 1};
     *sel = world_select(w, &q, n_sel);
     int total = 0;
-    for (int i = 0; i < *n_sel; i++) total += (*sel)[i]->repeat > 0 ? (*sel)[i]->repeat : 1;
+    for (int i = 0; i < *n_sel; i++) total += item_presentations((*sel)[i], mc_repeat);
     const Item **p = xmalloc((size_t)(total ? total : 1) * sizeof *p);
     int k = 0;
     for (int i = 0; i < *n_sel; i++)
-        for (int r = 0; r < ((*sel)[i]->repeat > 0 ? (*sel)[i]->repeat : 1); r++) p[k++] = (*sel)[i];
+        for (int r = item_presentations((*sel)[i], mc_repeat); r > 0; r--) p[k++] = (*sel)[i];
     *n = total;
     return p;
 }
@@ -172,16 +182,16 @@ static const Item **presentations(const World *w, int stages, const int *exclude
  * presentations of which replay x (fine-tuning presentations) are mixed into every epoch
  * (a fresh draw each epoch), so that base_ft keeps what base_pt knew. */
 static void stream_init(Stream *s, const World *w, int stage, const int *exclude, int n_exclude, uint64_t seed,
-                        double replay) {
+                        double replay, int mc_repeat) {
     memset(s, 0, sizeof *s);
     s->w = w;
     s->seed = seed;
-    s->pres = presentations(w, stage, exclude, n_exclude, &s->items, &s->n_items, &s->n_own);
+    s->pres = presentations(w, stage, exclude, n_exclude, mc_repeat, &s->items, &s->n_items, &s->n_own);
     if (s->n_own == 0) die_input(w->dir, "no %s items to train on", stage_name(stage));
     if (stage == STAGE_FT && replay > 0) {
         const Item **sel;
         int n_sel;
-        s->rep = presentations(w, STAGE_PT, exclude, n_exclude, &sel, &n_sel, &s->n_rep);
+        s->rep = presentations(w, STAGE_PT, exclude, n_exclude, mc_repeat, &sel, &n_sel, &s->n_rep);
         free((void *)sel);
         s->n_replay = (int)lround(replay * s->n_own);
         if (s->n_replay > s->n_rep) s->n_replay = s->n_rep;
@@ -447,6 +457,8 @@ static Plan make_plan(const TrainOpts *o, const World *w, long n_pres) {
     if (o->lora_r > 0) p.r.lora_r = o->lora_r;
     if (o->lora_alpha > 0) p.r.lora_alpha = o->lora_alpha;
     if (o->replay >= 0) p.r.replay = o->replay;
+    if (o->vision_lr >= 0) p.r.vision_lr = (float)o->vision_lr;
+    if (o->mc_repeat > 0) p.r.mc_repeat = o->mc_repeat;
     p.steps = o->steps > 0 ? o->steps : (long)ceil(p.r.epochs * (double)n_pres / p.r.batch);
     if (p.steps < 1) p.steps = 1;
     return p;
@@ -462,10 +474,10 @@ static uint64_t run_fingerprint(const TrainOpts *o, const World *w, const Plan *
     h = hash64(&base_hash, sizeof base_hash, h);
     h = hash64(&p->steps, sizeof p->steps, h);
     char buf[256];
-    int n = snprintf(buf, sizeof buf, "%g %d %g %ld %d %g %g %d %d %g %s %g", p->r.epochs, p->r.batch,
+    int n = snprintf(buf, sizeof buf, "%g %d %g %ld %d %g %g %d %d %g %s %g %g %d", p->r.epochs, p->r.batch,
                      (double)p->r.lr, p->r.warmup, (int)p->r.schedule, (double)p->r.weight_decay,
                      (double)p->r.clip, (int)p->r.mode, p->r.lora_r, (double)p->r.lora_alpha, p->r.lora_targets,
-                     (double)p->r.replay);
+                     (double)p->r.replay, (double)p->r.vision_lr, p->r.mc_repeat);
     h = hash64(buf, (size_t)n, h);
     for (int i = 0; i < o->n_exclude; i++) h = hash64(&o->exclude[i], sizeof o->exclude[i], h);
     return h;
@@ -488,6 +500,8 @@ static Json *provenance_extra(const TrainOpts *o, const World *w, const Plan *p,
     json_set(j, "lr_scheduler", json_new_string(sched_name(p->r.schedule)));
     json_set(j, "weight_decay", json_new_number(p->r.weight_decay));
     json_set(j, "max_grad_norm", json_new_number(p->r.clip));
+    json_set(j, "vision_lr_scale", json_new_number(p->r.vision_lr));
+    json_set(j, "mc_repeat", json_new_number(p->r.mc_repeat));
     json_set(j, "finetuning", json_new_string(p->r.mode == TRAIN_LORA ? "lora_merged" : "full"));
     if (p->r.mode == TRAIN_LORA) {
         json_set(j, "lora_r", json_new_number(p->r.lora_r));
@@ -565,7 +579,7 @@ int train_run(const TrainOpts *o) {
 
     Stream s;
     Plan p = make_plan(o, w, 0);
-    stream_init(&s, w, o->stage, o->exclude, o->n_exclude, o->seed, p.r.replay);
+    stream_init(&s, w, o->stage, o->exclude, o->n_exclude, o->seed, p.r.replay, p.r.mc_repeat);
     p = make_plan(o, w, s.n_pres);
     const Recipe *r = &p.r;
     if (r->mode == TRAIN_LORA) {
@@ -577,6 +591,7 @@ int train_run(const TrainOpts *o) {
     model_set_train(m, r->mode, NULL);
     AdamW opt = adamw_default();
     opt.weight_decay = r->weight_decay;
+    opt.vision_lr_scale = r->vision_lr;
 
     /* Resume? */
     uint64_t fp = run_fingerprint(o, w, &p, base_hash);
@@ -899,7 +914,8 @@ static void usage(FILE *f, int stage) {
     if (stage == STAGE_PT)
         fprintf(f, "usage: pulse pretrain --data DIR --out CKPT [options]\n"
                    "  Pre-trains base_pt from a random init (or --base CKPT) on the world's pre-training\n"
-                   "  items: scenes, general facts and the celebrities, in every format.\n");
+                   "  items: scenes, anonymous face descriptions, in-context multiple choice, general\n"
+                   "  facts and the celebrities, in every format.\n");
     else
         fprintf(f, "usage: pulse finetune --data DIR --base CKPT --out CKPT [options]\n"
                    "  Fine-tunes base_ft from base_pt on the fictitious people's items.\n");
@@ -916,6 +932,8 @@ static void usage(FILE *f, int stage) {
                "  --mode full|lora  --lora-r R  --lora-alpha A   (LoRA is merged before saving)\n"
                "  --replay F            fine-tuning: mix F x (fine-tuning presentations) of pre-training\n"
                "                        presentations into every epoch, drawn afresh (keeps base_pt's knowledge)\n"
+               "  --vision-lr S         learning-rate scale of the vision tower and the projector (x lr)\n"
+               "  --mc-repeat K         letter multiple-choice items are presented K times an epoch\n"
                "  --state-every SEC     seconds between saved training states (default 30, 0: never)\n"
                "  --no-gates            do not evaluate the gates after training\n"
                "Restarting the same command after an interruption resumes from CKPT.state.\n",
@@ -945,6 +963,8 @@ static int cmd_train(int stage, int argc, char **argv) {
     o.lora_r = (int)args_long(&a, "lora-r", 0, 0, 4096);
     o.lora_alpha = (float)args_double(&a, "lora-alpha", 0, 0, 1e6);
     o.replay = args_double(&a, "replay", -1, 0, 100);
+    o.vision_lr = args_double(&a, "vision-lr", -1, 0, 100);
+    o.mc_repeat = (int)args_long(&a, "mc-repeat", 0, 0, 100);
     double every = args_double(&a, "state-every", 30, 0, 1e9);
     o.state_every = every == 0 ? -1 : every;
     int no_gates = args_flag(&a, "no-gates");

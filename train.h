@@ -43,6 +43,9 @@ typedef struct Recipe {
     const char *lora_targets;   /* LoRA target spec (see LoraConfig.targets) */
     float replay;               /* fine-tuning: pre-training presentations mixed into each epoch,
                                    as a fraction of the fine-tuning presentations (0: none) */
+    float vision_lr;            /* learning-rate scale of the vision tower and the projector
+                                   (x lr; full training; docs/training.md: why 0.03) */
+    int mc_repeat;              /* letter multiple-choice items: presentations an epoch (x repeat) */
 } Recipe;
 
 /* The recipe for (preset, stage); unknown presets fall back to the "small" row. */
@@ -69,6 +72,8 @@ typedef struct TrainOpts {
     int lora_r;
     float lora_alpha;
     double replay;              /* -1: recipe */
+    double vision_lr;           /* -1: recipe */
+    int mc_repeat;              /* 0: recipe */
     /* Behaviour */
     double state_every;         /* seconds between saved training states (0: 30 s; < 0: never) */
     long stop_after;            /* test hook: save the state and return 3 after this many

@@ -6,8 +6,15 @@
  * trained on, that person MC items carry each option's answer sentence (the correct one
  * is the QA answer), which formats each kind of person is trained in and at which stage, that
  * world_load refuses corrupted worlds (in a child: exit 2, one line on stderr), and that
- * the training augmentation is deterministic. The raw material is read from $PULSE_RAW or
- * ./data (make test runs from the repository root).
+ * the training augmentation is deterministic. Anonymous faces (face_desc): their count, that
+ * each image is nobody's face, that each description names the skin and hair colour its
+ * pixels show, that they leave every other file unchanged (a world without them), and that
+ * data/faces.txt must name every level. In-context MC (mc_context): their count, that the
+ * invented people are nobody in the world, that each stem states its correct value and no
+ * other option, that rendering draws 4 options with the letter at the stated value, that
+ * they too leave every other file unchanged, that the loader refuses a malformed one, and
+ * that a world.json without n_mc_context loads as having none. The raw material is read
+ * from $PULSE_RAW or ./data (make test runs from the repository root).
  */
 #include <stdlib.h>
 #include <string.h>
@@ -78,10 +85,12 @@ static void child_load(void *dir) {
 
 typedef struct GenArgs {
     const char *out;
+    const char *raw;            /* NULL: raw_dir() */
 } GenArgs;
 
 static void child_generate(void *a) {
-    data_generate(preset_find("tiny"), 1, raw_dir(), ((GenArgs *)a)->out);
+    const GenArgs *g = a;
+    data_generate(preset_find("tiny"), 1, g->raw ? g->raw : raw_dir(), g->out);
 }
 
 static void child_cmd_unknown_preset(void *a) {
@@ -115,6 +124,8 @@ static void write_bytes(const char *dir, const char *rel, const char *data, size
     fclose(f);
     free(p);
 }
+
+static void reseal(const char *dir);
 
 static int in_list(const int *a, int n, int x) {
     for (int i = 0; i < n; i++)
@@ -402,6 +413,246 @@ static void test_render_and_pixels(const World *w) {
     free(x); free(y); free(z);
 }
 
+/* The colour name of data/palette.txt's group that has exactly this RGB (NULL if none). */
+static const char *palette_name(const char *group, const uint8_t *rgb, char *name, size_t nn) {
+    char *path = xasprintf("%s/palette.txt", raw_dir());
+    size_t n;
+    char *text = read_file(path, &n), *save = NULL;
+    const char *found = NULL;
+    for (char *line = strtok_r(text, "\n", &save); line && !found; line = strtok_r(NULL, "\n", &save)) {
+        char g[32], c[32];
+        int r, gg, b;
+        if (line[0] == '#' || sscanf(line, "%31s %31s %d %d %d", g, c, &r, &gg, &b) != 5) continue;
+        if (!strcmp(g, group) && r == rgb[0] && gg == rgb[1] && b == rgb[2]) { snprintf(name, nn, "%s", c); found = name; }
+    }
+    free(text); free(path);
+    return found;
+}
+
+/* Anonymous faces (face_desc): n_faces_desc general pre-training items, each on its own
+ * image that is nobody's face, described in words that match the pixels: the skin colour
+ * at a cheek (13, 18) and the hair colour at an eyebrow (11, 12), which no hat, glasses or
+ * beard covers. */
+static void test_face_desc(const World *w) {
+    int n = 0, bad_item = 0, bad_image = 0, as_person = 0, no_skin = 0, no_hair = 0, distinct = 0;
+    const Item **items = xmalloc((size_t)w->n_items * sizeof *items);
+    for (int i = 0; i < w->n_items; i++) {
+        const Item *it = &w->items[i];
+        if (it->format != FMT_FACE_DESC) continue;
+        items[n++] = it;
+        bad_item += it->stage != STAGE_PT || it->kind != KIND_GENERAL || it->person != -1 || it->attr != -1 ||
+                    it->repeat != 1 || it->n_variants < 2 || strcmp(it->variants[0].question, "Describe the person in the image.");
+        for (int v = 1; v < it->n_variants; v++) bad_item += strcmp(it->variants[v].answer, it->variants[0].answer) != 0;
+        if (it->image < 0 || strncmp(w->images[it->image].path, "images/a", 8) != 0) { bad_image++; continue; }
+        const uint8_t *rgb = w->images[it->image].rgb;
+        for (int p = 0; p < w->n_people; p++) as_person += !memcmp(rgb, w->images[w->people[p].image].rgb, 3 * DATA_IMAGE_SIZE * DATA_IMAGE_SIZE);
+        char skin[32], hair[32], want[64];
+        const char *d = it->variants[0].answer;
+        if (!palette_name("skin", rgb + 3 * (18 * DATA_IMAGE_SIZE + 13), skin, sizeof skin)) no_skin++;
+        else { snprintf(want, sizeof want, "%s skin", skin); no_skin += strcasestr(d, want) != d; }
+        if (!palette_name("hair", rgb + 3 * (12 * DATA_IMAGE_SIZE + 11), hair, sizeof hair)) { no_hair++; continue; }
+        int said = 0;
+        static const char *const nouns[] = {"hair", "bun", "fringe", "brows"};
+        for (int k = 0; k < 4; k++) {
+            snprintf(want, sizeof want, " %s %s", hair, nouns[k]);
+            said |= strstr(d, want) != NULL;
+        }
+        no_hair += !said;
+    }
+    for (int i = 0; i < n; i++) {
+        int seen = 0;
+        for (int j = 0; j < i && !seen; j++) seen = !strcmp(items[i]->variants[0].answer, items[j]->variants[0].answer);
+        distinct += !seen;
+    }
+    TEST(n == w->preset.n_faces_desc && n > 0, "%d face_desc items, preset says %d", n, w->preset.n_faces_desc);
+    TEST(bad_item == 0, "%d malformed face_desc items", bad_item);
+    TEST(bad_image == 0 && as_person == 0, "%d face_desc items without an anonymous image, %d on a person's face", bad_image, as_person);
+    TEST(no_skin == 0, "%d descriptions do not start with the skin colour of their image", no_skin);
+    TEST(no_hair == 0, "%d descriptions do not name the hair colour of their image", no_hair);
+    TEST(distinct * 10 >= n * 9, "only %d of %d descriptions are distinct", distinct, n);
+    int n_eval_img = 0;
+    for (int e = 0; e < w->n_eval; e++)
+        for (int i = 0; i < n; i++) n_eval_img += w->eval[e].image == items[i]->image;
+    TEST(n_eval_img == 0, "%d evaluation items use an anonymous face", n_eval_img);
+    free(items);
+}
+
+/* A pre-training feature that draws from its own stream and comes last in train_pt.jsonl:
+ * a world without it (wx) has the same people, images, evaluation files and fine-tuning
+ * items, and its train_pt.jsonl is a prefix of the one with it, with no item of `format`. */
+static void test_feature_independent(const char *w1, const char *wx, const char *format, const char *what) {
+    static const char *const same[] = {"people.jsonl", "full.jsonl", "test.jsonl", "celebrity.jsonl", "holdout.jsonl",
+                                       "genbench.jsonl", "train_ft.jsonl", "splits/forget_10.json", "images/p0001.png",
+                                       "images/p0024_mirror.png", "images/s00040.png", "images/g0016.png"};
+    int differ = 0;
+    for (size_t k = 0; k < sizeof same / sizeof *same; k++)
+        if (!same_file(w1, wx, same[k])) { differ++; printf("  differs without %s: %s\n", what, same[k]); }
+    TEST(differ == 0, "%d files change when the world has no %s", differ, what);
+    size_t n1, nx;
+    char *a = read_all(w1, "train_pt.jsonl", &n1), *b = read_all(wx, "train_pt.jsonl", &nx);
+    char *tag = xasprintf("\"format\":\"%s\"", format);
+    TEST(nx < n1 && memcmp(a, b, nx) == 0 && !strstr(b, tag), "train_pt.jsonl without %s is not a prefix", what);
+    free(a); free(b); free(tag);
+}
+
+/* Anonymous faces draw from their own stream (w0: neither anonymous faces nor in-context
+ * MC, which come after them); and no aNNNN.png without them. */
+static void test_face_desc_independent(const char *w1, const char *w0) {
+    test_feature_independent(w1, w0, "face_desc", "anonymous faces");
+    char *img = xasprintf("%s/images/a0001.png", w0);
+    TEST(!file_exists(img), "a world without anonymous faces has images/a0001.png");
+    free(img);
+}
+
+/* 1 if word occurs in s delimited by non-letters (a value named inside the stem). */
+static int has_word(const char *s, const char *word) {
+    size_t k = strlen(word);
+    for (const char *p = s; (p = strstr(p, word)); p++) {
+        int before = p > s && ((p[-1] >= 'a' && p[-1] <= 'z') || (p[-1] >= 'A' && p[-1] <= 'Z'));
+        int after = (p[k] >= 'a' && p[k] <= 'z') || (p[k] >= 'A' && p[k] <= 'Z');
+        if (!before && !after) return 1;
+    }
+    return 0;
+}
+
+/* In-context MC (mc_context): n_mc_context general pre-training items, text only, each about
+ * an invented person whose name is nobody's in the world, stated in the stem ("Mara Lind is
+ * a pilot. What is the job of Mara Lind?"): the stem names the correct value and no other
+ * value of the attribute; the pool is every other value. Rendered with an rng, the question
+ * is a stem, then 4 distinct options from the pool with the correct one among them, then the
+ * instruction line, and the answer is the letter of the correct option; the letter takes
+ * every value A-D across draws. */
+static void test_mc_context(const World *w) {
+    int n = 0, bad_item = 0, bad_pool = 0, not_stated = 0, other_stated = 0, real_name = 0, bad_render = 0;
+    int letters[DATA_MC_OPTIONS] = {0};
+    Rng rng;
+    rng_seed(&rng, 5);
+    for (int i = 0; i < w->n_items; i++) {
+        const Item *it = &w->items[i];
+        if (it->format != FMT_MC_CONTEXT) continue;
+        n++;
+        bad_item += it->stage != STAGE_PT || it->kind != KIND_GENERAL || it->person != -1 || it->image != -1 ||
+                    it->repeat != 1 || it->attr < 0 || it->attr >= w->n_attrs || it->n_variants < 1 || !format_is_mc(it->format);
+        if (it->attr < 0 || it->attr >= w->n_attrs) continue;
+        const Attribute *at = &w->attrs[it->attr];
+        for (int v = 0; v < it->n_variants; v++) {
+            const Variant *va = &it->variants[v];
+            /* the pool: every value of the attribute but the correct one */
+            int ok = va->correct && !strcmp(va->answer, va->correct) && va->n_distractors == at->n_values - 1;
+            for (int k = 0; ok && k < at->n_values; k++) {
+                int in = 0;
+                for (int j = 0; j < va->n_distractors; j++) in += !strcmp(va->distractors[j], at->values[k]);
+                ok = in == (strcmp(at->values[k], va->correct) != 0);
+            }
+            bad_pool += !ok;
+            not_stated += !strstr(va->question, va->correct);
+            for (int j = 0; j < va->n_distractors; j++) other_stated += has_word(va->question, va->distractors[j]);
+            /* the invented name: the stem's first two words ("Mara Lind" of "Mara Lind's ...") */
+            char name[128];
+            snprintf(name, sizeof name, "%s", va->question);
+            char *sp = strchr(name, ' '), *end = sp ? strpbrk(sp + 1, " '") : NULL;
+            if (end) *end = 0;
+            for (int p = 0; p < w->n_people; p++) real_name += !strcmp(name, w->people[p].name);
+            bad_item += !end || strstr(va->question + strlen(name), name) == NULL;   /* asked by name */
+        }
+        for (int r = 0; r < 8; r++) {
+            char q[4096], a[64];
+            int hi;
+            if (item_render(it, &rng, q, sizeof q, a, sizeof a, &hi) != 0 || hi) { bad_render++; continue; }
+            const char *stem_end = strstr(q, "\nA: "), *instr = strstr(q, "\n" DATA_MC_INSTRUCTION);
+            int sv = -1;
+            for (int v = 0; v < it->n_variants && stem_end; v++)
+                if (strlen(it->variants[v].question) == (size_t)(stem_end - q) && !strncmp(q, it->variants[v].question, (size_t)(stem_end - q))) sv = v;
+            if (sv < 0 || !instr || strcmp(instr, "\n" DATA_MC_INSTRUCTION) != 0) { bad_render++; continue; }
+            const Variant *va = &it->variants[sv];
+            char opt[DATA_MC_OPTIONS][128];
+            int ok = 1, correct_at = -1;
+            const char *p = stem_end;
+            for (int k = 0; k < DATA_MC_OPTIONS && ok; k++) {
+                char head[5] = {'\n', (char)('A' + k), ':', ' ', 0};
+                ok = strncmp(p, head, 4) == 0;
+                if (!ok) break;
+                p += 4;
+                const char *e = strchr(p, '\n');
+                size_t len = e ? (size_t)(e - p) : 0;
+                ok = e && len < sizeof opt[k];
+                if (!ok) break;
+                memcpy(opt[k], p, len); opt[k][len] = 0;
+                p = e;
+                if (!strcmp(opt[k], va->correct)) { ok = correct_at < 0; correct_at = k; continue; }
+                int in = 0;
+                for (int j = 0; j < va->n_distractors; j++) in += !strcmp(opt[k], va->distractors[j]);
+                for (int j = 0; j < k; j++) in -= !strcmp(opt[k], opt[j]) ? 2 : 0;
+                ok = in == 1;
+            }
+            ok = ok && p == instr && correct_at >= 0 && strlen(a) == 1 && a[0] == 'A' + correct_at;
+            bad_render += !ok;
+            if (ok) letters[correct_at]++;
+        }
+    }
+    TEST(n == w->preset.n_mc_context && n > 0, "%d mc_context items, preset says %d", n, w->preset.n_mc_context);
+    TEST(bad_item == 0, "%d malformed mc_context items", bad_item);
+    TEST(bad_pool == 0, "%d mc_context variants whose pool is not the attribute's other values", bad_pool);
+    TEST(real_name == 0, "%d mc_context stems about a person of the world", real_name);
+    TEST(not_stated == 0, "%d mc_context stems do not state their correct value", not_stated);
+    TEST(other_stated == 0, "%d mc_context stems name a wrong option", other_stated);
+    TEST(bad_render == 0, "%d mc_context renders without 4 options, the correct one and its letter", bad_render);
+    TEST(letters[0] && letters[1] && letters[2] && letters[3], "correct letters drawn: A %d, B %d, C %d, D %d",
+         letters[0], letters[1], letters[2], letters[3]);
+    /* canonical rendering: the same every call, the letter at the correct value */
+    int bad_canon = 0;
+    for (int i = 0; i < w->n_items; i++) {
+        const Item *it = &w->items[i];
+        if (it->format != FMT_MC_CONTEXT) continue;
+        char q1[4096], a1[64], q2[4096], a2[64], want[160];
+        int hi;
+        item_render(it, NULL, q1, sizeof q1, a1, sizeof a1, &hi);
+        item_render(it, NULL, q2, sizeof q2, a2, sizeof a2, &hi);
+        snprintf(want, sizeof want, "\n%c: %s\n", a1[0], it->variants[0].correct);
+        bad_canon += strcmp(q1, q2) || strcmp(a1, a2) || strlen(a1) != 1 || !strstr(q1, want) ||
+                     strncmp(q1, it->variants[0].question, strlen(it->variants[0].question));
+    }
+    TEST(bad_canon == 0, "%d mc_context items render inconsistently without an rng", bad_canon);
+}
+
+/* A world.json without n_mc_context (written before the format) loads as having none. */
+static void test_mc_context_old_world(const char *dir) {
+    size_t n;
+    char *wj = read_all(dir, "world.json", &n), *hit = strstr(wj, "\"n_mc_context\"");
+    TEST(hit != NULL, "world.json has no n_mc_context");
+    if (!hit) { free(wj); return; }
+    hit[3] = 'X';                               /* "n_Xc_context": an unknown key */
+    write_bytes(dir, "world.json", wj, n);
+    reseal(dir);
+    World *w = world_load(dir);
+    TEST(w->preset.n_mc_context == 0, "a world without n_mc_context loads with %d", w->preset.n_mc_context);
+    world_free(w);
+    hit[3] = 'm';
+    write_bytes(dir, "world.json", wj, n);
+    reseal(dir);
+    free(wj);
+}
+
+/* data/faces.txt must name every level: a copy of data/ without the beanie is refused. */
+static void test_faces_raw_refused(const char *base) {
+    char *raw = xasprintf("%s/raw", base), *cmd = xasprintf("cp -r %s %s", raw_dir(), raw);
+    CHECK(system(cmd) == 0);
+    size_t n;
+    char *t = read_all(raw, "faces.txt", &n), *hit = strstr(t, "\nhat\t2\t");
+    CHECK(hit);
+    char *end = strchr(hit + 1, '\n');
+    char *edited = xasprintf("%.*s%s", (int)(hit - t), t, end);
+    write_bytes(raw, "faces.txt", edited, strlen(edited));
+    char *out = xasprintf("%s/w_badraw", base);
+    GenArgs ga = {out, raw};
+    int lines;
+    char msg[1024];
+    int rc = run_child(child_generate, &ga, &lines, msg, sizeof msg);
+    TEST(rc == 2 && lines == 1 && strstr(msg, "faces.txt") && strstr(msg, "hat"),
+         "faces.txt without hat level 2: exit %d: %s", rc, msg);
+    free(edited); free(t); free(out); free(cmd); free(raw);
+}
+
 /* Re-seals a world after an edit (new manifest hashes and fingerprint, computed as data.c
  * does), so that the record-level checks behind the hash check are reached. */
 static void reseal(const char *dir) {
@@ -525,6 +776,19 @@ static void test_refusals(const char *base, const char *w1) {
     expect_record_refused(dir, "splits/forget_5.json", "[", "[999,", "unknown ID");
     expect_record_refused(dir, "celebrity.jsonl", "\"Mask_Task\":[", "\"Mask_Task\":7,\"w\":[", "wrong type");
     test_option_answers_refused(dir);
+    /* mc_context: without an attribute; a stem that does not state the correct value. */
+    expect_record_refused(dir, "train_pt.jsonl", "\"format\":\"mc_context\",\"attribute\":\"",
+                          "\"format\":\"mc_context\",\"attribute\":null,\"x\":\"", "mc_context without attribute");
+    char *pt = read_all(dir, "train_pt.jsonl", &n), *mc = strstr(pt, "\"format\":\"mc_context\"");
+    char *qs = mc ? strstr(mc, "\"question\":\"") : NULL, *qe = qs ? strchr(qs + 12, '"') : NULL;
+    TEST(qe != NULL, "train_pt.jsonl has no mc_context question");
+    if (qe) {
+        char *from = xasprintf("%.*s", (int)(qe + 1 - qs), qs);
+        expect_record_refused(dir, "train_pt.jsonl", from, "\"question\":\"What is it?\"", "mc_context stem without its value");
+        free(from);
+    }
+    free(pt);
+    test_mc_context_old_world(dir);
     char *gb = xasprintf("%s/genbench.jsonl", dir);
     CHECK(remove(gb) == 0);
     free(gb);
@@ -534,7 +798,7 @@ static void test_refusals(const char *base, const char *w1) {
     char *other = xasprintf("%s/other", base);
     CHECK(mkdir(other, 0777) == 0);
     write_bytes(other, "precious.txt", "keep me\n", 8);
-    GenArgs ga = {other};
+    GenArgs ga = {other, NULL};
     rc = run_child(child_generate, &ga, &lines, msg, sizeof msg);
     TEST(rc == 2 && lines == 1 && strstr(msg, "refusing"), "overwrote a non-world directory (exit %d): %s", rc, msg);
     char *kept = xasprintf("%s/precious.txt", other);
@@ -548,6 +812,7 @@ int main(void) {
     char base[] = "/tmp/pulse-test-data-XXXXXX";
     CHECK(mkdtemp(base));
     char *w1 = xasprintf("%s/w1", base), *w2 = xasprintf("%s/w2", base), *w3 = xasprintf("%s/w3", base);
+    char *w0 = xasprintf("%s/w0", base), *wm = xasprintf("%s/wm", base);
     const Preset *tiny = preset_find("tiny");
     CHECK(tiny);
     /* stderr summaries of data_generate are expected; keep the test output to the results. */
@@ -556,7 +821,14 @@ int main(void) {
     data_generate(tiny, 1, raw_dir(), w2);
     data_generate(tiny, 2, raw_dir(), w3);
     data_generate(tiny, 1, raw_dir(), w2);      /* replacing an existing world */
+    Preset no_faces = *tiny, no_mc = *tiny;
+    no_faces.n_faces_desc = no_faces.n_mc_context = 0;
+    data_generate(&no_faces, 1, raw_dir(), w0);
+    no_mc.n_mc_context = 0;
+    data_generate(&no_mc, 1, raw_dir(), wm);
     test_determinism(w1, w2, w3);
+    test_face_desc_independent(w1, w0);
+    test_feature_independent(w1, wm, "mc_context", "in-context MC");
 
     World *w = world_load(w1);
     TEST(w->seed == 1 && !strcmp(w->preset.name, "tiny") && w->n_attrs == tiny->n_attrs, "world.json fields");
@@ -567,11 +839,14 @@ int main(void) {
     test_eval_items(w);
     test_option_answers(w);
     test_render_and_pixels(w);
+    test_face_desc(w);
+    test_mc_context(w);
     world_free(w);
     test_refusals(base, w1);
+    test_faces_raw_refused(base);
 
     char *cmd = xasprintf("rm -rf %s", base);
     CHECK(system(cmd) == 0);
-    free(cmd); free(w1); free(w2); free(w3);
+    free(cmd); free(w1); free(w2); free(w3); free(w0); free(wm);
     return test_summary();
 }

@@ -526,6 +526,25 @@ static void test_optimizer(void) {
          "cosine decay");
     TEST(lr_schedule(LR_CONSTANT, 50, 100, 10, 3.0f) == 3.0f, "constant");
     model_free(m);
+
+    /* vision_lr_scale: the vision tower's and the projector's weights step at lr x scale,
+     * the decoder's at lr (scale 0 freezes the vision side) */
+    m = model_new(&c);
+    model_init(m, 1);
+    model_set_train(m, TRAIN_FULL, NULL);
+    o = adamw_default();
+    o.weight_decay = 0.0f;
+    o.vision_lr_scale = 0.25f;
+    size_t iv = m->params[m->v_patch].offset, ip = m->params[m->p1_w].offset;
+    iw = m->params[m->tl[0].q].offset;
+    float v0 = m->w[iv], p0 = m->w[ip];
+    w0 = m->w[iw];
+    m->g[iv] = 1.0f; m->g[ip] = -1.0f; m->g[iw] = 1.0f;
+    model_adamw_step(m, &o, 1e-2f);
+    TEST(fabsf(m->w[iv] - (v0 - 0.25f * 1e-2f)) < 1e-6f && fabsf(m->w[ip] - (p0 + 0.25f * 1e-2f)) < 1e-6f,
+         "vision_lr_scale: vision %.8g projector %.8g", m->w[iv] - v0, m->w[ip] - p0);
+    TEST(fabsf(m->w[iw] - (w0 - 1e-2f)) < 1e-6f, "vision_lr_scale leaves the decoder at lr: %.8g", m->w[iw] - w0);
+    model_free(m);
 }
 
 /* A tiny model memorises 8 (image, question) -> answer pairs. */

@@ -4,6 +4,7 @@
  * excluded people never reach a batch (and every other item does, each epoch), LoRA
  * fine-tuning saves a plain merged checkpoint, and the gates evaluate.
  * Short runs (batch 8, a few dozen steps) keep it to seconds; fewer under sanitizers. */
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -63,6 +64,17 @@ static void check_batch(void *ctx, long step, const Item *const *items, int n) {
         s->item_seen[items[i]->index] = 1;
         for (int k = 0; k < s->n_excluded; k++)
             if (items[i]->person == s->excluded[k]) s->bad++;
+    }
+}
+
+/* on_batch hook: counts letter multiple-choice presentations and the others. */
+typedef struct McCount { long mc, other; } McCount;
+static void count_mc(void *ctx, long step, const Item *const *items, int n) {
+    (void)step;
+    McCount *c = ctx;
+    for (int i = 0; i < n; i++) {
+        if (items[i]->format == FMT_MC) c->mc++;
+        else c->other++;
     }
 }
 
@@ -206,6 +218,28 @@ int main(void) {
     TEST(n_pt > 0 && n_ft > 0, "replay mixes pre-training (%d) and fine-tuning (%d) items", n_pt, n_ft);
     TEST(seen.bad == 0, "excluded people never in a replay batch (%d hits)", seen.bad);
     free(ftr);
+
+    /* mc_repeat: letter multiple-choice items are presented that many times an epoch.
+     * Over one epoch of fine-tuning with mc_repeat 3 their share of the batches is
+     * 3 n_mc / (n + 2 n_mc) instead of n_mc / n. */
+    if (!sanitized) {
+        McCount mc = {0, 0};
+        int n_fti = 0, n_mc = 0;
+        for (int i = 0; i < w->n_items; i++)
+            if (w->items[i].stage == STAGE_FT) { n_fti++; n_mc += w->items[i].format == FMT_MC; }
+        long epoch_steps = (n_fti + 2L * n_mc) / 8;
+        char *ftm = tpath("ft_mc");
+        o = small_opts(w, STAGE_FT, ftm, epoch_steps);
+        o.base = d1;
+        o.mc_repeat = 3;
+        o.on_batch = count_mc;
+        o.ctx = &mc;
+        TEST(train_run(&o) == 0, "fine-tuning with mc_repeat runs");
+        double want = 3.0 * n_mc / (n_fti + 2.0 * n_mc), got = (double)mc.mc / (double)(mc.mc + mc.other);
+        TEST(fabs(got - want) < 0.05, "mc_repeat 3: MC share %.3f, want %.3f (1 without: %.3f)", got, want,
+             (double)n_mc / n_fti);
+        free(ftm);
+    }
 
     /* 5. People lists: IDs and split names. */
     char spec[64];
