@@ -2,9 +2,9 @@
  *
  * Design
  * - One loop for both stages. Pre-training (base_pt) reads the world's STAGE_PT items
- *   (scenes, anonymous face descriptions, in-context multiple choice, general facts, the
- *   celebrities in every format), fine-tuning (base_ft) the STAGE_FT items (the fictitious
- *   people's QA, multiple choice, cloze...), both minus the excluded people (the oracles).
+ *   (scenes, anonymous face descriptions, general facts, the celebrities in every format;
+ *   tiny also in-context multiple choice), fine-tuning (base_ft) the STAGE_FT items (the
+ *   fictitious people's QA, multiple choice, cloze...), both minus the excluded people.
  *   Hyperparameters come from one recipe table per (world preset, stage); every TrainOpts
  *   field that is set overrides its recipe value.
  * - The data stream is a pure function of (seed, example number k): the items are expanded
@@ -60,12 +60,12 @@
  * ../shared/research/feasibility.md. Epochs count presentations (Item.repeat included). */
 static const Recipe recipes[] = {
     /* preset  stage     epochs batch  lr      warmup sched      wd    clip  mode        r   alpha targets replay vision_lr mc_repeat */
-    {"tiny",  STAGE_PT,   2,    16,   2e-3f,   20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.03f, 1},
-    {"tiny",  STAGE_FT,   4,    16,   2e-3f,   10,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.03f, 1},
-    {"small", STAGE_PT,  12,    16,   3e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.03f, 1},
-    {"small", STAGE_FT,  20,    16,   3e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.03f, 1},
-    {"paper", STAGE_PT,  12,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.03f, 1},
-    {"paper", STAGE_FT,  20,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.03f, 1},
+    {"tiny",  STAGE_PT,   2,    16,   2e-3f,   20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1},
+    {"tiny",  STAGE_FT,   4,    16,   2e-3f,   10,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1},
+    {"small", STAGE_PT,  10,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1},
+    {"small", STAGE_FT,  15,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 1},
+    {"paper", STAGE_PT,  10,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1},
+    {"paper", STAGE_FT,  15,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 1},
 };
 
 Recipe train_recipe(const char *preset, int stage) {
@@ -914,8 +914,8 @@ static void usage(FILE *f, int stage) {
     if (stage == STAGE_PT)
         fprintf(f, "usage: pulse pretrain --data DIR --out CKPT [options]\n"
                    "  Pre-trains base_pt from a random init (or --base CKPT) on the world's pre-training\n"
-                   "  items: scenes, anonymous face descriptions, in-context multiple choice, general\n"
-                   "  facts and the celebrities, in every format.\n");
+                   "  items: scenes, anonymous face descriptions, general facts and the celebrities, in\n"
+                   "  every format.\n");
     else
         fprintf(f, "usage: pulse finetune --data DIR --base CKPT --out CKPT [options]\n"
                    "  Fine-tunes base_ft from base_pt on the fictitious people's items.\n");

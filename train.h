@@ -44,7 +44,7 @@ typedef struct Recipe {
     float replay;               /* fine-tuning: pre-training presentations mixed into each epoch,
                                    as a fraction of the fine-tuning presentations (0: none) */
     float vision_lr;            /* learning-rate scale of the vision tower and the projector
-                                   (x lr; full training; docs/training.md: why 0.03) */
+                                   (x lr; full training; docs/training.md: why small) */
     int mc_repeat;              /* letter multiple-choice items: presentations an epoch (x repeat) */
 } Recipe;
 
