@@ -3010,6 +3010,39 @@ const Split *world_split(const World *w, const char *name) {
     return NULL;
 }
 
+int *world_parse_people(const World *w, const char *spec, const char *what, int *n) {
+    int cap = 16, k = 0;
+    int *out = xmalloc((size_t)cap * sizeof *out);
+    char *copy = xstrdup(spec), *save = NULL;
+    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        while (*t == ' ') t++;
+        size_t len = strlen(t);
+        while (len && t[len - 1] == ' ') t[--len] = 0;
+        if (!*t) continue;
+        char *end;
+        long id = strtol(t, &end, 10);
+        const Split *sp = NULL;
+        int one = -1;
+        if (*end == '\0') {
+            one = id >= 0 && id <= 0x7fffffff ? world_person_index(w, (int)id) : -1;
+            if (one < 0) die_input(NULL, "%s: no person with ID %s in %s", what, t, w->dir);
+        } else if (!(sp = world_split(w, t))) {
+            die_input(NULL, "%s: '%s' is neither a person ID nor a split of %s", what, t, w->dir);
+        }
+        for (int i = 0; i < (sp ? sp->n : 1); i++) {
+            if (k == cap) out = xrealloc(out, (size_t)(cap *= 2) * sizeof *out);
+            out[k++] = sp ? sp->people[i] : one;
+        }
+    }
+    free(copy);
+    qsort(out, (size_t)k, sizeof *out, cmp_int);
+    int u = 0;
+    for (int i = 0; i < k; i++)
+        if (u == 0 || out[u - 1] != out[i]) out[u++] = out[i];
+    *n = u;
+    return out;
+}
+
 int *world_people_of_kind(const World *w, Kind kind, int *n) {
     int *r = xmalloc((size_t)(w->n_people ? w->n_people : 1) * sizeof *r);
     *n = 0;

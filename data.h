@@ -229,6 +229,10 @@ int world_person_index(const World *w, int id);                 /* -1 if no such
 const char *world_value(const World *w, const Person *p, int attr); /* the person's value text */
 /* The split of that name (NULL if none); its people are person indices. */
 const Split *world_split(const World *w, const char *name);
+/* A comma list of person IDs (Person.id) and split names ("forget_10", "celebrity", ...)
+ * as person indices: malloc'ed (free()), sorted, without duplicates, count in *n (may be
+ * 0). A token that is neither -> die_input naming `what` (e.g. "unlearn: --forget"). */
+int *world_parse_people(const World *w, const char *spec, const char *what, int *n);
 /* Person indices of one kind, malloc'ed (free()), count in *n. */
 int *world_people_of_kind(const World *w, Kind kind, int *n);
 int world_image_find(const World *w, const char *path);         /* -1 if none */

@@ -146,47 +146,6 @@ unsigned eval_parse_tasks(const char *list) {
     return m;
 }
 
-typedef struct PeopleAcc {
-    const World *w;
-    int *v; int n, cap;
-} PeopleAcc;
-
-static void people_push(PeopleAcc *a, int pi) {
-    if (a->n == a->cap) { a->cap = a->cap ? 2 * a->cap : 64; a->v = xrealloc(a->v, (size_t)a->cap * sizeof *a->v); }
-    a->v[a->n++] = pi;
-}
-
-static void parse_person(const char *s, size_t n, void *ctx) {
-    PeopleAcc *a = ctx;
-    char buf[128];
-    if (n >= sizeof buf) die_input(NULL, "eval: person or split '%.*s...' is too long", 40, s);
-    memcpy(buf, s, n); buf[n] = 0;
-    char *end;
-    long id = strtol(buf, &end, 10);
-    if (*end == 0 && end != buf) {
-        int pi = id >= 0 && id <= 0x7fffffff ? world_person_index(a->w, (int)id) : -1;
-        if (pi < 0) die_input(NULL, "eval: no person with ID %s in the world", buf);
-        people_push(a, pi);
-        return;
-    }
-    const Split *sp = world_split(a->w, buf);
-    if (!sp) die_input(NULL, "eval: '%s' is neither a person ID nor a split of the world", buf);
-    for (int i = 0; i < sp->n; i++) people_push(a, sp->people[i]);
-}
-
-static int cmp_int(const void *a, const void *b) { int x = *(const int *)a, y = *(const int *)b; return (x > y) - (x < y); }
-
-int *eval_parse_people(const World *w, const char *spec, int *n) {
-    PeopleAcc a = {w, NULL, 0, 0};
-    for_each_item(spec, parse_person, &a);
-    if (a.n) qsort(a.v, (size_t)a.n, sizeof *a.v, cmp_int);
-    int k = 0;
-    for (int i = 0; i < a.n; i++) if (k == 0 || a.v[i] != a.v[k - 1]) a.v[k++] = a.v[i];
-    *n = k;
-    if (!a.v) a.v = xmalloc(sizeof *a.v);
-    return a.v;
-}
-
 Json *eval_load_results(const char *path) {
     struct stat st;
     char *p = stat(path, &st) == 0 && S_ISDIR(st.st_mode) ? xasprintf("%s/results.json", path) : xstrdup(path);
@@ -1633,12 +1592,12 @@ int cmd_eval(int argc, char **argv) {
 
     /* the world first: people specs name its splits and IDs */
     World *w = world_load(data);
-    int *pf = forget ? eval_parse_people(w, forget, &o.n_forget) : NULL;
-    int *pr = retain ? eval_parse_people(w, retain, &o.n_retain) : NULL;
-    int *pc = celeb ? eval_parse_people(w, celeb, &o.n_celebrity) : NULL;
-    int *pcf = cf ? eval_parse_people(w, cf, &o.n_celeb_forget) : NULL;
-    int *pcr = cr ? eval_parse_people(w, cr, &o.n_celeb_retain) : NULL;
-    int *ph = hold ? eval_parse_people(w, hold, &o.n_holdout) : NULL;
+    int *pf = forget ? world_parse_people(w, forget, "eval: --forget", &o.n_forget) : NULL;
+    int *pr = retain ? world_parse_people(w, retain, "eval: --retain", &o.n_retain) : NULL;
+    int *pc = celeb ? world_parse_people(w, celeb, "eval: --celebrity", &o.n_celebrity) : NULL;
+    int *pcf = cf ? world_parse_people(w, cf, "eval: --celeb-forget", &o.n_celeb_forget) : NULL;
+    int *pcr = cr ? world_parse_people(w, cr, "eval: --celeb-retain", &o.n_celeb_retain) : NULL;
+    int *ph = hold ? world_parse_people(w, hold, "eval: --holdout", &o.n_holdout) : NULL;
     o.forget = pf; o.retain = pr; o.celebrity = pc; o.celeb_forget = pcf; o.celeb_retain = pcr; o.holdout = ph;
     /* the adapter stays attached (PEFT semantics: W x + scale B A x in every matmul) */
     Checkpoint *ck = ckpt_load(model);

@@ -118,9 +118,6 @@ void eval_person_accuracy(Model *m, const Tokenizer *tok, const World *w, const 
 unsigned eval_parse_sets(const char *list);
 /* Comma list of mc, mc_likelihood, cloze, gen, prob, "all", "light" -> mask; bad -> die_input. */
 unsigned eval_parse_tasks(const char *list);
-/* Comma list of person IDs and split names -> sorted unique person indices (malloc'ed);
- * count in *n. Unknown IDs or splits -> die_input. */
-int *eval_parse_people(const World *w, const char *spec, int *n);
 /* Loads results to use as an oracle: RESULTS_DIR/results.json or the file itself. */
 Json *eval_load_results(const char *path);
 /* The name of a set as in results.json ("forget", ..., "holdout"). */

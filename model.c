@@ -610,7 +610,7 @@ static Tensor *lin(Model *m, Tape *tp, Tensor *x, int wi, int bi, Rng *rng) {
     }
     Tensor *z = op_linear(tp, xd, &m->lora.tA[a], NULL);     /* [.., r] */
     z = op_linear(tp, z, &m->lora.tB[a], NULL);              /* [.., out] */
-    return op_add(tp, y, op_scale(tp, z, m->lora.scale));
+    return op_add_scaled(tp, y, z, m->lora.scale);
 }
 
 /* CLIP vision tower + projector: pixels of n images -> [n * N_p, D] image features. */
@@ -1458,17 +1458,28 @@ static double time_steps(Model *m, Tape *tp, const Batch *bt, double secs, doubl
     int steps = 0;
     double t0 = 0, c0 = 0;
     for (int i = 0;; i++) {
-        if (i == 2) { t0 = now_seconds(); c0 = cpu_seconds(); }   /* two warm-up steps grow the arena */
+        if (i == 2) {                                    /* two warm-up steps grow the arena */
+            t0 = now_seconds(); c0 = cpu_seconds();
+            if (tp->prof) tape_profile(tp, 1);           /* restart the profile's counts */
+        }
         model_zero_grad(m);
+        tape_profile_mark(tp, "zero_grad");
         ForwardOut f = model_forward(m, tp, bt, NULL);
         tape_backward(tp, f.loss);
         tape_reset(tp);
+        tape_profile_mark(tp, "(glue)");
         model_clip_grad(m, 1.0);
+        tape_profile_mark(tp, "clip_grad");
         model_adamw_step(m, &o, 1e-4f);
+        tape_profile_mark(tp, "adamw");
         if (i >= 2) {
             steps++;
             double el = now_seconds() - t0;
-            if (el >= secs && steps >= 3) { *cpu = (cpu_seconds() - c0) / steps; return el / steps; }
+            if (el >= secs && steps >= 3) {
+                *cpu = (cpu_seconds() - c0) / steps;
+                tape_profile_print(tp, steps);
+                return el / steps;
+            }
         }
     }
 }
@@ -1477,10 +1488,11 @@ int cmd_bench_train(int argc, char **argv) {
     Args a;
     args_init(&a, "bench train", argc, argv);
     if (args_help(&a)) {
-        printf("usage: pulse bench train [--config FILE] [--batch B] [--seq T] [--text-only] [--seconds S]\n"
+        printf("usage: pulse bench train [--config FILE] [--batch B] [--seq T] [--text-only] [--seconds S] [--profile]\n"
                "  tokens/s of full training steps (forward, backward, clipping, AdamW) and of LoRA steps\n"
                "  (r 8, alpha 16, Llama linears); a row is <s> <image> + random tokens, T merged positions\n"
-               "  (default config ../shared/bench/llava-1m.json, batch 8, seq 64)\n");
+               "  (default config ../shared/bench/llava-1m.json, batch 8, seq 64)\n"
+               "  --profile: also where a step's time goes, per op kind (forward / backward, ms/step)\n");
         return 0;
     }
     const char *cfgpath = args_str(&a, "config", NULL);
@@ -1488,6 +1500,7 @@ int cmd_bench_train(int argc, char **argv) {
     int T = (int)args_long(&a, "seq", 64, 2, 1 << 16);
     int text_only = args_flag(&a, "text-only");
     double secs = args_double(&a, "seconds", 3.0, 0.01, 3600);
+    int profile = args_flag(&a, "profile");
     args_done(&a);
     args_free(&a);
     LlavaConfig c = config_default();
@@ -1516,6 +1529,7 @@ int cmd_bench_train(int argc, char **argv) {
     }
     Tape tp;
     tape_init(&tp, 64 << 20);
+    if (profile) tape_profile(&tp, 1);
     double fw = forward_flops(&c, B, T, img ? B : 0);
     /* the kernel's own speed at the decoder's main shape, for the share of the machine */
     int M = B * T, D = c.hidden_size;

@@ -49,6 +49,9 @@
 #define PAR_MIN_WORK 32768
 /* Elements under which an elementwise or row op stays on one thread. */
 #define PAR_MIN_ELEMS 65536
+/* The same for the norms: a row's statistics (double sums) cost several times an add per
+ * element, so a [512, 128] activation is worth two threads. */
+#define PAR_MIN_ROW_ELEMS 16384
 
 /* ----------------------------------------------------------------------------
  * Arena */
@@ -174,7 +177,60 @@ struct Node {
     const void *aux2;
     int i[4];               /* per-op integer arguments (shapes) */
     float f[2];             /* per-op float arguments (scale, eps) */
+    int prof;               /* profile bucket (tape_profile on), else -1 */
 };
+
+/* Per-op timing buckets (tape_profile). A bucket is an op kind ("linear", "attention", ...;
+ * linears with a dimension <= 32, the LoRA factors, get their own) or a mark name. */
+enum { PROF_MAX = 48 };
+typedef struct TapeProfile {
+    char name[PROF_MAX][24];
+    double fwd[PROF_MAX], bwd[PROF_MAX];    /* seconds, summed */
+    int n;
+    double mark;                            /* start of the current interval */
+} TapeProfile;
+
+static int prof_bucket(TapeProfile *p, const char *name) {
+    for (int i = 0; i < p->n; i++)
+        if (strcmp(p->name[i], name) == 0) return i;
+    CHECKF(p->n < PROF_MAX, "tape_profile: more than %d buckets", PROF_MAX);
+    snprintf(p->name[p->n], sizeof p->name[p->n], "%s", name);
+    p->fwd[p->n] = p->bwd[p->n] = 0.0;
+    return p->n++;
+}
+
+void tape_profile(Tape *tp, int on) {
+    free(tp->prof);
+    tp->prof = on ? xcalloc(1, sizeof *tp->prof) : NULL;
+    if (on) tp->prof->mark = now_seconds();
+}
+
+void tape_profile_mark(Tape *tp, const char *name) {
+    if (!tp->prof) return;
+    double t = now_seconds();
+    tp->prof->fwd[prof_bucket(tp->prof, name)] += t - tp->prof->mark;
+    tp->prof->mark = t;
+}
+
+void tape_profile_print(const Tape *tp, int steps) {
+    const TapeProfile *p = tp->prof;
+    if (!p || steps <= 0) return;
+    int order[PROF_MAX];
+    double total = 0.0;
+    for (int i = 0; i < p->n; i++) { order[i] = i; total += p->fwd[i] + p->bwd[i]; }
+    for (int i = 1; i < p->n; i++)          /* insertion sort, largest first */
+        for (int j = i; j > 0 && p->fwd[order[j]] + p->bwd[order[j]] > p->fwd[order[j - 1]] + p->bwd[order[j - 1]]; j--) {
+            int t = order[j]; order[j] = order[j - 1]; order[j - 1] = t;
+        }
+    printf("  %-16s %9s %9s %9s %6s\n", "op (ms/step)", "forward", "backward", "total", "share");
+    for (int k = 0; k < p->n; k++) {
+        int i = order[k];
+        double f = 1e3 * p->fwd[i] / steps, b = 1e3 * p->bwd[i] / steps;
+        printf("  %-16s %9.2f %9.2f %9.2f %5.1f%%\n", p->name[i], f, b, f + b,
+               total > 0 ? 100.0 * (p->fwd[i] + p->bwd[i]) / total : 0.0);
+    }
+    printf("  %-16s %9s %9s %9.2f\n", "all", "", "", 1e3 * total / steps);
+}
 
 void tape_init(Tape *tp, size_t arena_chunk_bytes) {
     memset(tp, 0, sizeof *tp);
@@ -185,7 +241,15 @@ void tape_init(Tape *tp, size_t arena_chunk_bytes) {
 void tape_backward(Tape *tp, Tensor *loss) {
     CHECKF(loss->n == 1 && loss->grad, "tape_backward: loss must be a scalar with a grad");
     loss->grad[0] += 1.0f;
-    for (int i = tp->n_nodes - 1; i >= 0; i--) tp->nodes[i].backward(&tp->nodes[i]);
+    if (tp->prof) tape_profile_mark(tp, "(glue)");
+    for (int i = tp->n_nodes - 1; i >= 0; i--) {
+        tp->nodes[i].backward(&tp->nodes[i]);
+        if (tp->prof && tp->nodes[i].prof >= 0) {
+            double t = now_seconds();
+            tp->prof->bwd[tp->nodes[i].prof] += t - tp->prof->mark;
+            tp->prof->mark = t;
+        }
+    }
 }
 
 void tape_reset(Tape *tp) {
@@ -195,6 +259,7 @@ void tape_reset(Tape *tp) {
 
 void tape_free(Tape *tp) {
     free(tp->nodes);
+    free(tp->prof);
     arena_free(&tp->arena);
     memset(tp, 0, sizeof *tp);
 }
@@ -225,8 +290,21 @@ static int wants_grad(const Tape *tp, const Tensor *a, const Tensor *b, const Te
     return tp->recording && ((a && a->grad) || (b && b->grad) || (c && c->grad));
 }
 
-/* Appends a node when out has a gradient (otherwise nothing to propagate). */
-static Node *record(Tape *tp, BackwardFn fn, Tensor *out, Tensor *a, Tensor *b, Tensor *c) {
+static void linear_backward(Node *nd);
+
+/* Appends a node when out has a gradient (otherwise nothing to propagate). name: the
+ * backward's name, for the profile (the macro below passes it). */
+static Node *record_(Tape *tp, BackwardFn fn, const char *name, Tensor *out, Tensor *a, Tensor *b, Tensor *c) {
+    int bucket = -1;
+    if (tp->prof) {
+        /* "linear_backward" -> "linear"; LoRA factors (a dim <= 32) apart from full linears */
+        char nm[24];
+        const char *end = strstr(name, "_backward");
+        snprintf(nm, sizeof nm, "%.*s", end ? (int)(end - name) : (int)strlen(name), name);
+        if (fn == linear_backward && (b->shape[0] <= 32 || b->shape[1] <= 32)) strcat(nm, " r");
+        tape_profile_mark(tp, nm);
+        bucket = prof_bucket(tp->prof, nm);
+    }
     if (!out->grad) return NULL;
     if (tp->n_nodes == tp->cap_nodes) {
         /* grows to the step's high-water mark during the first step, then never again */
@@ -238,8 +316,10 @@ static Node *record(Tape *tp, BackwardFn fn, Tensor *out, Tensor *a, Tensor *b, 
     nd->backward = fn;
     nd->out = out;
     nd->in[0] = a; nd->in[1] = b; nd->in[2] = c;
+    nd->prof = bucket;
     return nd;
 }
+#define record(tp, fn, ...) record_(tp, fn, #fn, __VA_ARGS__)
 
 /* Output with the shape of x but last dim replaced by cols (cols < 0: same as x). */
 static Tensor *new_like(Tape *tp, const Tensor *x, int cols, int grad) {
@@ -549,6 +629,37 @@ static void gemm_task(float *C, size_t ldc, const float *A, size_t rsa, size_t c
     }
 }
 
+static void gemm(float *C, size_t ldc, const float *A, size_t rsa, size_t csa, const float *B,
+                 size_t rsb, size_t csb, int m, int n, int k, int overwrite, const float *bias,
+                 int allow_par);
+
+/* A narrow C (n <= NR/2 columns, as LoRA's rank-r products x A^T, dz += dy B, dB += dy^T z)
+ * would spend most of the microkernel's FMAs on zero padding. So compute the transpose,
+ * C^T (+)= B^T A^T, into a scratch copy of C^T (holding the bias or zeros, or C itself to
+ * accumulate), and copy it back. Every element is still one FMA chain over k from the same
+ * start in the same K blocks: the same bits as the direct call. */
+static _Thread_local float *ctpack;
+static _Thread_local size_t ctpack_cap;
+
+static void gemm_narrow(float *C, size_t ldc, const float *A, size_t rsa, size_t csa, const float *B,
+                        size_t rsb, size_t csb, int m, int n, int k, int overwrite, const float *bias,
+                        int allow_par) {
+    size_t need = (size_t)m * n;
+    if (need > ctpack_cap) {
+        free(ctpack);
+        ctpack = xmalloc(need * sizeof(float));
+        ctpack_cap = need;
+    }
+    float *Ct = ctpack;             /* [n, m] */
+    for (int j = 0; j < n; j++)
+        for (int i = 0; i < m; i++)
+            Ct[(size_t)j * m + i] = overwrite ? (bias ? bias[j] : 0.0f) : C[(size_t)i * ldc + j];
+    /* A' = B^T (A'(j, p) = B(p, j)), B' = A^T (B'(p, i) = A(i, p)) */
+    gemm(Ct, (size_t)m, B, csb, rsb, A, csa, rsa, n, m, k, 0, NULL, allow_par);
+    for (int i = 0; i < m; i++)
+        for (int j = 0; j < n; j++) C[(size_t)i * ldc + j] = Ct[(size_t)j * m + i];
+}
+
 /* C = bias + A B (overwrite) or C += A B; C rows ldc apart. allow_par = 0 when called
  * from inside a parallel task (attention): then it runs on the calling thread. */
 static void gemm(float *C, size_t ldc, const float *A, size_t rsa, size_t csa, const float *B,
@@ -559,6 +670,10 @@ static void gemm(float *C, size_t ldc, const float *A, size_t rsa, size_t csa, c
         if (overwrite)
             for (int i = 0; i < m; i++)
                 for (int j = 0; j < n; j++) C[(size_t)i * ldc + j] = bias ? bias[j] : 0.0f;
+        return;
+    }
+    if (n <= NR / 2 && m >= 2 * NR) {
+        gemm_narrow(C, ldc, A, rsa, csa, B, rsb, csb, m, n, k, overwrite, bias, allow_par);
         return;
     }
     int npad = (n + NR - 1) / NR * NR, nb = k_blocks(k), np = npad / NR;
@@ -608,6 +723,100 @@ static void gemm(float *C, size_t ldc, const float *A, size_t rsa, size_t csa, c
         OMP(for schedule(dynamic, 1))
         for (int t = 0; t < tm * tn; t++)
             gemm_task(C, ldc, A, rsa, csa, Bp, init, m, n, k, (t / tn) * mc, (t % tn) * nc, mc, nc);
+    }
+}
+
+/* ----------------------------------------------------------------------------
+ * gemm_small: the per-head products of attention. Its operands are a few KB (in L1), so
+ * gemm's packing would cost as much as the FMAs: here A(i, p) is broadcast straight from
+ * memory and B is read in place when its rows are contiguous and n is a multiple of NR
+ * (V and K rows with hd = 32 or 64), else packed once (K^T, V^T). Every C element is the
+ * same single FMA chain over k as in gemm (gemm's K blocks store and reload C exactly, so
+ * they do not change the chain): the same bits.
+ * Causal attention also skips work on terms known to be exactly zero (P = 0 above the
+ * diagonal; the accumulators are never -0, so adding +-0 changes no bit). off = Tk - Tq:
+ *   SKIP_KEND:  rows are queries, k runs over keys: row block i0 stops at k = off + i0 + MR;
+ *   SKIP_COLS:  rows are queries, columns are keys: column panels from off + i0 + MR on
+ *               are set to 0 instead of computed (scores there are masked);
+ *   SKIP_KSTART: rows are keys, k runs over queries: row block j0 starts at k = j0 - off. */
+enum { SKIP_NONE, SKIP_KEND, SKIP_COLS, SKIP_KSTART };
+
+/* C[MR, NR] (row stride ldc) = (overwrite ? 0 : C) + sum_{p in [p0, p1)} A(r, p) B[p][0..NR) */
+static inline void micro_kernel_direct(int p0, int p1, const float *restrict A, size_t rsa, size_t csa,
+                                       const float *restrict B, size_t ldb, float *restrict C,
+                                       size_t ldc, int overwrite) {
+    vf c0[MR], c1[MR];
+    for (int r = 0; r < MR; r++) {
+        c0[r] = overwrite ? vzero() : vload(C + r * ldc);
+        c1[r] = overwrite ? vzero() : vload(C + r * ldc + VL);
+    }
+    for (int p = p0; p < p1; p++) {
+        vf b0 = vload(B + (size_t)p * ldb), b1 = vload(B + (size_t)p * ldb + VL);
+        const float *ap = A + (size_t)p * csa;
+        for (int r = 0; r < MR; r++) {
+            vf a = vset1(ap[r * rsa]);
+            c0[r] = vfma(a, b0, c0[r]);
+            c1[r] = vfma(a, b1, c1[r]);
+        }
+    }
+    for (int r = 0; r < MR; r++) { vstore(C + r * ldc, c0[r]); vstore(C + r * ldc + VL, c1[r]); }
+}
+
+static void gemm_small(float *C, size_t ldc, const float *A, size_t rsa, size_t csa, const float *B,
+                       size_t rsb, size_t csb, int m, int n, int k, int overwrite, int skip, int off) {
+    int npad = (n + NR - 1) / NR * NR;
+    const float *Bd = B;
+    size_t ldb = rsb;
+    if (csb != 1 || n % NR) {       /* pack B row-major [k][npad], zero-padded */
+        size_t need = (size_t)k * npad;
+        if (need > bpack_cap) {
+            free(bpack);
+            bpack = xmalloc(need * sizeof(float));
+            bpack_cap = need;
+        }
+        for (int j = 0; j < npad; j++)      /* along B's columns: K and V rows are contiguous */
+            for (int p = 0; p < k; p++)
+                bpack[(size_t)p * npad + j] = j < n ? B[(size_t)p * rsb + (size_t)j * csb] : 0.0f;
+        Bd = bpack;
+        ldb = (size_t)npad;
+    }
+    _Alignas(64) float tile[MR * NR];
+    for (int i0 = 0; i0 < m; i0 += MR) {
+        int nrows = m - i0 < MR ? m - i0 : MR;
+        int p0 = 0, p1 = k, ncols_needed = n;
+        if (skip == SKIP_KEND) p1 = off + i0 + MR < k ? off + i0 + MR : k;
+        if (skip == SKIP_KSTART) p0 = i0 - off > 0 ? (i0 - off < k ? i0 - off : k) : 0;
+        if (skip == SKIP_COLS) ncols_needed = off + i0 + MR < n ? off + i0 + MR : n;
+        const float *Ab = A + (size_t)i0 * rsa;
+        size_t ra = rsa, ca = csa;
+        if (nrows < MR) {           /* edge rows: copy A's rows (zero-padded) so no read runs past m */
+            size_t need = (size_t)MR * k;
+            if (need > ctpack_cap) {
+                free(ctpack);
+                ctpack = xmalloc(need * sizeof(float));
+                ctpack_cap = need;
+            }
+            float *arow = ctpack;
+            for (int r = 0; r < MR; r++)
+                for (int p = 0; p < k; p++) arow[(size_t)r * k + p] = r < nrows ? Ab[(size_t)r * rsa + (size_t)p * csa] : 0.0f;
+            Ab = arow; ra = (size_t)k; ca = 1;
+        }
+        for (int j0 = 0; j0 < n; j0 += NR) {
+            int ncols = n - j0 < NR ? n - j0 : NR;
+            float *c = C + (size_t)i0 * ldc + j0;
+            if (j0 >= ncols_needed) {   /* SKIP_COLS: masked scores */
+                for (int r = 0; r < nrows; r++) memset(c + r * ldc, 0, (size_t)ncols * sizeof(float));
+                continue;
+            }
+            if (nrows == MR && ncols == NR) {
+                micro_kernel_direct(p0, p1, Ab, ra, ca, Bd + j0, ldb, c, ldc, overwrite);
+            } else {                /* edge: the same arithmetic through a full tile */
+                if (!overwrite)
+                    for (int r = 0; r < nrows; r++) memcpy(tile + r * NR, c + r * ldc, (size_t)ncols * sizeof(float));
+                micro_kernel_direct(p0, p1, Ab, ra, ca, Bd + j0, ldb, tile, NR, overwrite);
+                for (int r = 0; r < nrows; r++) memcpy(c + r * ldc, tile + r * NR, (size_t)ncols * sizeof(float));
+            }
+        }
     }
 }
 #endif /* VL */
@@ -766,8 +975,25 @@ static void linear_backward(Node *nd) {
     int M = nd->i[0], N = nd->i[1], K = nd->i[2];
     const float *dout = nd->out->grad;
     /* out = x W^T + b  ->  dx += dout W;  dW += dout^T x;  db += sum over rows of dout */
-    if (x->grad) kern_matmul_nn_acc(x->grad, dout, W->data, M, N, K);
-    if (W->grad) kern_matmul_tn_acc(W->grad, dout, x->data, M, N, K);
+#ifdef _OPENMP
+    if (x->grad && W->grad && kern_threads() == 2 && (double)M * N * K > 16.0 * PAR_MIN_WORK) {
+        /* Two threads: one matmul each (the same FLOPs), each on one thread with no task
+         * split, instead of a fork/join and a split per matmul: at the model's sizes (a few
+         * tenths of a ms per matmul) that is the better use of two cores. Each output is
+         * still computed by one thread in the same order: the same bits. */
+        OMP(parallel sections num_threads(2))
+        {
+            OMP(section)
+            kern_matmul_nn_acc(x->grad, dout, W->data, M, N, K);
+            OMP(section)
+            kern_matmul_tn_acc(W->grad, dout, x->data, M, N, K);
+        }
+    } else
+#endif
+    {
+        if (x->grad) kern_matmul_nn_acc(x->grad, dout, W->data, M, N, K);
+        if (W->grad) kern_matmul_tn_acc(W->grad, dout, x->data, M, N, K);
+    }
     if (b && b->grad)
         for (int i = 0; i < M; i++)            /* rows in order: deterministic */
             for (int j = 0; j < N; j++) b->grad[j] += dout[(size_t)i * N + j];
@@ -857,6 +1083,33 @@ Tensor *op_scale(Tape *tp, Tensor *x, float s) {
     Tensor *out = new_like(tp, x, -1, wants_grad(tp, x, NULL, NULL));
     for (size_t i = 0; i < x->n; i++) out->data[i] = s * x->data[i];
     Node *nd = record(tp, scale_backward, out, x, NULL, NULL);
+    if (nd) nd->f[0] = s;
+    return out;
+}
+
+static void add_scaled_backward(Node *nd) {
+    Tensor *a = nd->in[0], *b = nd->in[1];
+    const float *d = nd->out->grad;
+    float s = nd->f[0];
+    size_t n = nd->out->n;
+    /* out = a + s b  ->  da += d,  db += s d */
+    if (a->grad) {
+        OMP(parallel for if (n > PAR_MIN_ELEMS))
+        for (size_t i = 0; i < n; i++) a->grad[i] += d[i];
+    }
+    if (b->grad) {
+        OMP(parallel for if (n > PAR_MIN_ELEMS))
+        for (size_t i = 0; i < n; i++) b->grad[i] += s * d[i];
+    }
+}
+
+Tensor *op_add_scaled(Tape *tp, Tensor *a, Tensor *b, float s) {
+    CHECKF(a->n == b->n, "op_add_scaled: %zu vs %zu elements", a->n, b->n);
+    Tensor *out = new_like(tp, a, -1, wants_grad(tp, a, b, NULL));
+    /* (s * b) rounded, then added: the roundings of op_add(a, op_scale(b, s)) */
+    OMP(parallel for if (a->n > PAR_MIN_ELEMS))
+    for (size_t i = 0; i < a->n; i++) out->data[i] = a->data[i] + s * b->data[i];
+    Node *nd = record(tp, add_scaled_backward, out, a, b, NULL);
     if (nd) nd->f[0] = s;
     return out;
 }
@@ -969,7 +1222,7 @@ static void layernorm_backward(Node *nd) {
     /* out = (x - mean) * rstd * w + b;  xhat = (x - mean) * rstd, dxhat = dout * w
      * dx = rstd * (dxhat - mean(dxhat) - xhat * mean(dxhat * xhat))   (rows in parallel) */
     if (x->grad) {
-        OMP(parallel for if ((size_t)R * D > PAR_MIN_ELEMS))
+        OMP(parallel for if ((size_t)R * D > PAR_MIN_ROW_ELEMS))
         for (int r = 0; r < R; r++) {
             const float *xr = x->data + (size_t)r * D, *dr = dout + (size_t)r * D;
             double m1 = 0, m2 = 0;
@@ -999,7 +1252,7 @@ Tensor *op_layernorm(Tape *tp, Tensor *x, Tensor *w, Tensor *b, float eps) {
     CHECKF((int)w->n == D && (int)b->n == D, "op_layernorm: w, b must have %d elements", D);
     Tensor *out = new_like(tp, x, -1, wants_grad(tp, x, w, b));
     float *saved = arena_alloc(&tp->arena, 2 * (size_t)R * sizeof(float));
-    OMP(parallel for if ((size_t)R * D > PAR_MIN_ELEMS))
+    OMP(parallel for if ((size_t)R * D > PAR_MIN_ROW_ELEMS))
     for (int r = 0; r < R; r++) {
         const float *xr = x->data + (size_t)r * D;
         float *yr = out->data + (size_t)r * D;
@@ -1024,7 +1277,7 @@ static void rmsnorm_backward(Node *nd) {
     /* out = x * rstd * w;  xhat = x * rstd, dxhat = dout * w
      * dx = rstd * (dxhat - xhat * mean(dxhat * xhat))   (rows in parallel) */
     if (x->grad) {
-        OMP(parallel for if ((size_t)R * D > PAR_MIN_ELEMS))
+        OMP(parallel for if ((size_t)R * D > PAR_MIN_ROW_ELEMS))
         for (int r = 0; r < R; r++) {
             const float *xr = x->data + (size_t)r * D, *dr = dout + (size_t)r * D;
             double m2 = 0;
@@ -1048,7 +1301,7 @@ Tensor *op_rmsnorm(Tape *tp, Tensor *x, Tensor *w, float eps) {
     CHECKF((int)w->n == D, "op_rmsnorm: w must have %d elements", D);
     Tensor *out = new_like(tp, x, -1, wants_grad(tp, x, w, NULL));
     float *rstd = arena_alloc(&tp->arena, (size_t)R * sizeof(float));
-    OMP(parallel for if ((size_t)R * D > PAR_MIN_ELEMS))
+    OMP(parallel for if ((size_t)R * D > PAR_MIN_ROW_ELEMS))
     for (int r = 0; r < R; r++) {
         const float *xr = x->data + (size_t)r * D;
         float *yr = out->data + (size_t)r * D;
@@ -1129,25 +1382,45 @@ Tensor *op_silu(Tape *tp, Tensor *x) {
 
 static void swiglu_backward(Node *nd) {
     Tensor *gt = nd->in[0], *up = nd->in[1];
-    const float *d = nd->out->grad;
-    /* out = silu(gate) * up  ->  dgate += d up silu'(gate),  dup += d silu(gate) */
-    OMP(parallel for if (nd->out->n > PAR_MIN_ELEMS))
-    for (size_t i = 0; i < nd->out->n; i++) {
-        float x = gt->data[i], s = sigmoidf_(x);
-        if (gt->grad) gt->grad[i] += d[i] * up->data[i] * s * (1.0f + x * (1.0f - s));
-        if (up->grad) up->grad[i] += d[i] * x * s;
+    const float *d = nd->out->grad, *sg = nd->saved;
+    size_t n = nd->out->n;
+    /* out = silu(gate) * up  ->  dgate += d up silu'(gate),  dup += d silu(gate);
+     * s = sigmoid(gate) saved by the forward: no exp here, and branch-free loops vectorise */
+    if (gt->grad) {
+        float *g = gt->grad;
+        const float *x = gt->data, *u = up->data;
+        OMP(parallel for simd if (n > PAR_MIN_ELEMS))
+        for (size_t i = 0; i < n; i++) g[i] += d[i] * u[i] * sg[i] * (1.0f + x[i] * (1.0f - sg[i]));
+    }
+    if (up->grad) {
+        float *g = up->grad;
+        const float *x = gt->data;
+        OMP(parallel for simd if (n > PAR_MIN_ELEMS))
+        for (size_t i = 0; i < n; i++) g[i] += d[i] * x[i] * sg[i];
     }
 }
 
 Tensor *op_swiglu(Tape *tp, Tensor *gate, Tensor *up) {
     CHECKF(gate->n == up->n, "op_swiglu: %zu vs %zu elements", gate->n, up->n);
     Tensor *out = new_like(tp, gate, -1, wants_grad(tp, gate, up, NULL));
-    OMP(parallel for if (gate->n > PAR_MIN_ELEMS))
-    for (size_t i = 0; i < gate->n; i++) {
-        float x = gate->data[i];
-        out->data[i] = x * sigmoidf_(x) * up->data[i];
+    size_t n = gate->n;
+    /* sigmoid(gate), saved for the backward (in the arena, which a forward-only tape resets) */
+    float *sg = arena_alloc(&tp->arena, n * sizeof(float));
+    const float *x = gate->data, *u = up->data;
+    float *y = out->data;
+    /* expf first (a libm call per element), then the arithmetic in a loop that vectorises;
+     * the same roundings as sigmoidf_ (1 / (1 + expf(-x))) and x * s * up */
+    OMP(parallel for if (n > PAR_MIN_ELEMS))
+    for (size_t c = 0; c < n; c += 4096) {
+        size_t e = n - c < 4096 ? n : c + 4096;
+        for (size_t i = c; i < e; i++) sg[i] = expf(-x[i]);
+        for (size_t i = c; i < e; i++) {
+            sg[i] = 1.0f / (1.0f + sg[i]);
+            y[i] = x[i] * sg[i] * u[i];
+        }
     }
-    record(tp, swiglu_backward, out, gate, up, NULL);
+    Node *nd = record(tp, swiglu_backward, out, gate, up, NULL);
+    if (nd) nd->saved = sg;
     return out;
 }
 
@@ -1258,8 +1531,11 @@ static float *attn_thread_scratch(const AttnShape *a) {
 static float attn_mask_row(const AttnShape *a, float *s, int b, int i) {
     int Tk = a->Tk, nj = a->causal ? Tk - a->Tq + i + 1 : Tk;
     const uint8_t *kv = a->key_valid ? a->key_valid + (size_t)b * Tk : NULL;
-    for (int j = 0; j < Tk; j++)
-        s[j] = (j >= nj || (kv && !kv[j])) ? -INFINITY : a->scale * s[j];
+    /* branch-free loops (they vectorise); entries past nj are never read (gemm_small may
+     * have left them unset) */
+    if (kv) for (int j = 0; j < nj; j++) s[j] = kv[j] ? a->scale * s[j] : -INFINITY;
+    else for (int j = 0; j < nj; j++) s[j] = a->scale * s[j];
+    for (int j = nj; j < Tk; j++) s[j] = -INFINITY;
     return row_max(s, Tk);
 }
 
@@ -1279,7 +1555,8 @@ static void attn_forward_head(const AttnShape *a, const float *q, const float *k
     float *O = out + ((size_t)b * Tq * a->H + h) * hd, *S = attn_thread_scratch(a);
 #ifdef VL
     if (a->simd) {
-        gemm(S, (size_t)Tk, Q, qs, 1, K, 1, ks, Tq, Tk, hd, 1, NULL, 0);       /* S = Q K^T */
+        int off = Tk - Tq, cz = a->causal ? SKIP_COLS : SKIP_NONE, ce = a->causal ? SKIP_KEND : SKIP_NONE;
+        gemm_small(S, (size_t)Tk, Q, qs, 1, K, 1, ks, Tq, Tk, hd, 1, cz, off);     /* S = Q K^T */
         for (int i = 0; i < Tq; i++) {
             float *s = S + (size_t)i * Tk, mx = attn_mask_row(a, s, b, i);
             if (mx == -INFINITY) { lse[i] = -INFINITY; memset(s, 0, (size_t)Tk * sizeof(float)); continue; }
@@ -1287,7 +1564,7 @@ static void attn_forward_head(const AttnShape *a, const float *q, const float *k
             for (int j = 0; j < Tk; j++) s[j] *= inv;
             lse[i] = mx + logf(sum);
         }
-        gemm(O, qs, S, (size_t)Tk, 1, Vh, ks, 1, Tq, hd, Tk, 1, NULL, 0);      /* O = P V */
+        gemm_small(O, qs, S, (size_t)Tk, 1, Vh, ks, 1, Tq, hd, Tk, 1, ce, off);    /* O = P V */
         return;
     }
 #endif
@@ -1320,14 +1597,17 @@ static void attn_backward_head(const AttnShape *a, const Tensor *q, const Tensor
     float *P = attn_thread_scratch(a), *dP = P + (a->simd ? (size_t)Tq * Tk : (size_t)Tk);
 #ifdef VL
     if (a->simd) {
-        gemm(P, (size_t)Tk, Q, qs, 1, K, 1, ks, Tq, Tk, hd, 1, NULL, 0);       /* S = Q K^T */
+        int off = Tk - Tq, cz = a->causal ? SKIP_COLS : SKIP_NONE, ce = a->causal ? SKIP_KEND : SKIP_NONE;
+        int cs = a->causal ? SKIP_KSTART : SKIP_NONE;
+        gemm_small(P, (size_t)Tk, Q, qs, 1, K, 1, ks, Tq, Tk, hd, 1, cz, off);     /* S = Q K^T */
         for (int i = 0; i < Tq; i++) {
             float *p = P + (size_t)i * Tk;
             if (lse[i] == -INFINITY) { memset(p, 0, (size_t)Tk * sizeof(float)); continue; }
             attn_mask_row(a, p, b, i);
             row_exp(p, p, lse[i], Tk);                                      /* P = exp(S - lse) */
         }
-        gemm(dP, (size_t)Tk, dO, qs, 1, Vh, 1, ks, Tq, Tk, hd, 1, NULL, 0);    /* dP = dO V^T */
+        /* dP = dO V^T (0 where P is masked: the products below then add +-0) */
+        gemm_small(dP, (size_t)Tk, dO, qs, 1, Vh, 1, ks, Tq, Tk, hd, 1, cz, off);
         for (int i = 0; i < Tq; i++) {
             /* dS = P (dP - sum_j P dP) * scale, in place of dP */
             float *p = P + (size_t)i * Tk, *dp = dP + (size_t)i * Tk;
@@ -1335,9 +1615,9 @@ static void attn_backward_head(const AttnShape *a, const Tensor *q, const Tensor
             for (int j = 0; j < Tk; j++) dp[j] = p[j] * (dp[j] - dsum) * a->scale;
         }
         /* S = scale Q K^T -> dQ += dS K, dK += dS^T Q;  O = P V -> dV += P^T dO */
-        if (q->grad) gemm(q->grad + qo, qs, dP, (size_t)Tk, 1, K, ks, 1, Tq, hd, Tk, 0, NULL, 0);
-        if (k->grad) gemm(k->grad + ko, ks, dP, 1, (size_t)Tk, Q, qs, 1, Tk, hd, Tq, 0, NULL, 0);
-        if (v->grad) gemm(v->grad + ko, ks, P, 1, (size_t)Tk, dO, qs, 1, Tk, hd, Tq, 0, NULL, 0);
+        if (q->grad) gemm_small(q->grad + qo, qs, dP, (size_t)Tk, 1, K, ks, 1, Tq, hd, Tk, 0, ce, off);
+        if (k->grad) gemm_small(k->grad + ko, ks, dP, 1, (size_t)Tk, Q, qs, 1, Tk, hd, Tq, 0, cs, off);
+        if (v->grad) gemm_small(v->grad + ko, ks, P, 1, (size_t)Tk, dO, qs, 1, Tk, hd, Tq, 0, cs, off);
         return;
     }
 #endif

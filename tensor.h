@@ -75,6 +75,7 @@ typedef struct Tape {
     int n_nodes, cap_nodes;
     int recording;          /* 0: ops compute forward only, record nothing, outputs
                                have no grad (inference through the same ops) */
+    struct TapeProfile *prof;   /* per-op timing (tape_profile), NULL when off */
 } Tape;
 
 void tape_init(Tape *tp, size_t arena_chunk_bytes);
@@ -84,6 +85,15 @@ void tape_init(Tape *tp, size_t arena_chunk_bytes);
 void tape_backward(Tape *tp, Tensor *loss);
 void tape_reset(Tape *tp);                          /* drop nodes and arena contents */
 void tape_free(Tape *tp);
+/* Per-op timing, for `pulse bench train --profile`: on != 0 starts (or restarts) charging
+ * the wall time between two recorded ops to the later op's forward (so model glue counts
+ * with the op it feeds) and timing each backward. Costs two clock reads per op. */
+void tape_profile(Tape *tp, int on);
+/* Charges the time since the last op (or mark) to a named bucket outside the tape (optimizer,
+ * zero-grad, ...), and starts a new interval. No-op when profiling is off. */
+void tape_profile_mark(Tape *tp, const char *name);
+/* Prints the buckets, largest first, in ms per step over `steps` steps. */
+void tape_profile_print(const Tape *tp, int steps);
 
 /* A new arena tensor (uninitialised data; grad zeroed iff want_grad && recording). */
 Tensor *tensor_new(Tape *tp, int ndim, const int *shape, int want_grad);
@@ -104,6 +114,9 @@ Tensor *op_mul(Tape *tp, Tensor *a, Tensor *b);
  * (b [R] added to every length-R block of a: biases, position embeddings). */
 Tensor *op_add_bcast(Tape *tp, Tensor *a, Tensor *b);
 Tensor *op_scale(Tape *tp, Tensor *x, float s);
+/* y = a + s b (same n): op_add(a, op_scale(b, s)) in one pass, with the same roundings
+ * (LoRA's y + (alpha/r) z). */
+Tensor *op_add_scaled(Tape *tp, Tensor *a, Tensor *b, float s);
 /* rows of W [V, D] picked by ids[0..n) -> [n, D] (output shape set to out_ndim/out_shape
  * whose product of leading dims is n and whose last dim is D, e.g. {B, T, D}; pass
  * out_ndim = 0 for [n, D]). ids in [0, V). */

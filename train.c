@@ -718,49 +718,6 @@ int train_run(const TrainOpts *o) {
 }
 
 /* ============================================================================
- * People lists */
-
-static int cmp_int(const void *a, const void *b) {
-    int x = *(const int *)a, y = *(const int *)b;
-    return (x > y) - (x < y);
-}
-
-/* Each comma-separated token is a number (a Person.id) or a split name; the union is
- * returned sorted and without duplicates, so the run fingerprint does not depend on the
- * spelling of the list. */
-int *train_parse_people(const World *w, const char *spec, int *n) {
-    int cap = 16, k = 0;
-    int *out = xmalloc((size_t)cap * sizeof *out);
-    char *copy = xstrdup(spec), *save = NULL;
-    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        while (*t == ' ') t++;
-        if (!*t) continue;
-        char *end;
-        long id = strtol(t, &end, 10);
-        if (*end == '\0') {
-            int pi = world_person_index(w, (int)id);
-            if (pi < 0) die_input(NULL, "--exclude-people: no person with ID %ld in %s", id, w->dir);
-            if (k == cap) out = xrealloc(out, (size_t)(cap *= 2) * sizeof *out);
-            out[k++] = pi;
-            continue;
-        }
-        const Split *sp = world_split(w, t);
-        if (!sp) die_input(NULL, "--exclude-people: '%s' is neither a person ID nor a split of %s", t, w->dir);
-        for (int i = 0; i < sp->n; i++) {
-            if (k == cap) out = xrealloc(out, (size_t)(cap *= 2) * sizeof *out);
-            out[k++] = sp->people[i];
-        }
-    }
-    free(copy);
-    qsort(out, (size_t)k, sizeof *out, cmp_int);
-    int u = 0;
-    for (int i = 0; i < k; i++)
-        if (u == 0 || out[u - 1] != out[i]) out[u++] = out[i];
-    *n = u;
-    return out;
-}
-
-/* ============================================================================
  * Gates: multiple-choice accuracy, two scorings */
 
 /* Items evaluated together: one model_generate / model_score call each, so the KV cache
@@ -982,7 +939,7 @@ static int cmd_train(int stage, int argc, char **argv) {
     o.world = w;
     int *people = NULL;
     if (ex) {
-        people = train_parse_people(w, ex, &o.n_exclude);
+        people = world_parse_people(w, ex, "--exclude-people", &o.n_exclude);
         o.exclude = people;
     }
     int rc = train_run(&o);

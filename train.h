@@ -94,9 +94,6 @@ TrainOpts train_opts_default(int stage);
  * when stopped by stop_after (state saved). Bad input -> die_input (exit 2). */
 int train_run(const TrainOpts *o);
 
-/* Parses a comma list of person IDs (Person.id) and split names ("forget_10",
- * "celebrity", ...) into person indices (malloc'ed, sorted, unique); count in *n. */
-int *train_parse_people(const World *w, const char *spec, int *n);
 
 /* ----------------------------------------------------------------------------
  * Gates: multiple-choice accuracy of the base models, both scorings. */

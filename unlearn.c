@@ -974,39 +974,13 @@ static void usage(FILE *f) {
         "written, unlearn.json records status \"diverged\", exit status 1.\n");
 }
 
-/* Person indices from a comma list of IDs and split names (sorted, unique); flag names the
- * option in messages. */
-static int cmp_int(const void *a, const void *b) { return (*(const int *)a > *(const int *)b) - (*(const int *)a < *(const int *)b); }
-
+/* Person indices from a comma list of IDs and split names (sorted, unique, at least one);
+ * flag names the option in messages. */
 static int *parse_people(const World *w, const char *spec, const char *flag, int *n) {
-    int cap = 16, k = 0;
-    int *out = xmalloc((size_t)cap * sizeof *out);
-    char *copy = xstrdup(spec), *save = NULL;
-    for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-        while (*t == ' ') t++;
-        if (!*t) continue;
-        char *end;
-        long id = strtol(t, &end, 10);
-        const Split *sp = NULL;
-        int one = -1;
-        if (*end == '\0') {
-            one = world_person_index(w, (int)id);
-            if (one < 0) die_input(NULL, "unlearn: %s: no person with ID %ld in %s", flag, id, w->dir);
-        } else if (!(sp = world_split(w, t))) {
-            die_input(NULL, "unlearn: %s: '%s' is neither a person ID nor a split of %s", flag, t, w->dir);
-        }
-        for (int i = 0; i < (sp ? sp->n : 1); i++) {
-            if (k == cap) out = xrealloc(out, (size_t)(cap *= 2) * sizeof *out);
-            out[k++] = sp ? sp->people[i] : one;
-        }
-    }
-    free(copy);
-    qsort(out, (size_t)k, sizeof *out, cmp_int);
-    int u = 0;
-    for (int i = 0; i < k; i++)
-        if (u == 0 || out[u - 1] != out[i]) out[u++] = out[i];
-    if (u == 0) die_input(NULL, "unlearn: %s selects nobody", flag);
-    *n = u;
+    char what[64];
+    snprintf(what, sizeof what, "unlearn: %s", flag);
+    int *out = world_parse_people(w, spec, what, n);
+    if (*n == 0) die_input(NULL, "unlearn: %s selects nobody", flag);
     return out;
 }
 

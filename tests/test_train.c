@@ -245,7 +245,7 @@ int main(void) {
     char spec[64];
     snprintf(spec, sizeof spec, "%d,forget_10,%d", w->people[fs->people[0]].id, w->people[0].id);
     int np = 0;
-    int *pl = train_parse_people(w, spec, &np);
+    int *pl = world_parse_people(w, spec, "--exclude-people", &np);
     TEST(np >= fs->n && np <= fs->n + 1, "parsed people list (%d)", np);
     for (int i = 1; i < np; i++) TEST(pl[i - 1] < pl[i], "sorted and unique");
     free(pl);
