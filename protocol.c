@@ -18,15 +18,26 @@
  *   the order of cells and a resume do not change any number.
  * - Timings are measured when a stage is computed and stored in its marker; the report
  *   reads them from there, so a rerun that skips everything writes the same bytes.
+ * - The unlearning cells run in --procs processes, one kernel thread each (a small model
+ *   uses one core far better than two: measured 9.6k vs 12.5k tokens/s for 1 vs 2
+ *   threads). The driver starts procs - 1 copies of itself (`--cell-part K/N`, internal)
+ *   after the oracles; each copy walks the same list of cells and computes every N-th
+ *   (a sequential chain counts as one), the driver computes its own share, waits, then
+ *   walks the list again, finding every cell done (any cell a copy failed to finish is
+ *   computed then). Cells are independent and thread-count invariant, so the numbers do
+ *   not depend on the number of processes.
  */
 #include "protocol.h"
 
 #include <dirent.h>
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/wait.h>
+#include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
 #endif
@@ -146,8 +157,18 @@ typedef struct Ctx {
     List seen;                  /* cell ids handled by this invocation (a cell shared by two
                                    settings runs and counts once) */
     int cell_i, cell_n;         /* progress */
+    int part, nparts;           /* this process computes cells with unit % nparts == part */
+    int unit;                   /* cells (and sequential chains) met so far */
+    int n_before;               /* progress lines before the unlearning cells */
     double t_start;
 } Ctx;
+
+/* Whether this process computes the next cell or chain (all of them when nparts <= 1).
+ * Every process meets the cells in the same order, so the shares are disjoint. */
+static int cell_mine(Ctx *c) {
+    if (c->nparts <= 1) return 1;
+    return c->unit++ % c->nparts == c->part;
+}
 
 /* One progress line on stderr, "pulse run: ..." (nothing with --quiet). */
 static void say(const Ctx *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -604,14 +625,15 @@ static double acc_of(const Json *res, const char *set, const char *task) {
     return v && v->type == JSON_NUMBER ? v->number : NAN;
 }
 
-/* "[ k/N] id  what  forget .. retain .. genbench .." (letter rule, pooled modalities). */
+/* "[ k/N] id  what  forget .. retain .. genbench .." (multiple choice by option
+ * likelihood, pooled modalities: the letter rule is near chance on these small models). */
 static void progress_line(Ctx *c, const char *id, const char *what, const Json *res) {
     c->cell_i++;
     if (c->quiet) return;
     fprintf(stderr, "pulse run: [%2d/%d] %-28s %s", c->cell_i, c->cell_n, id, what);
     if (res)
-        fprintf(stderr, "  forget %.1f retain %.1f genbench %.1f", acc_of(res, "forget", "mc"), acc_of(res, "retain", "mc"),
-                acc_of(res, "genbench", "mc"));
+        fprintf(stderr, "  forget %.1f retain %.1f genbench %.1f (mc likelihood)", acc_of(res, "forget", "mc_likelihood"),
+                acc_of(res, "retain", "mc_likelihood"), acc_of(res, "genbench", "mc_likelihood"));
     fprintf(stderr, "\n");
 }
 
@@ -745,6 +767,7 @@ static void cell_unlearn(Ctx *c, const char *id, const char *setting, Model *bas
                          UnlearnOpts *uo, const EvalSpec *e) {
     if (list_has(&c->seen, id)) return;
     list_add(&c->seen, id);
+    if (!cell_mine(c)) return;
     char *rel = xasprintf("cells/%s", id), *dir = run_path(c, rel);
     uint64_t h = spec_hash(opts_hash(h_str(h_base, "unlearn"), uo), e, c);
     if (cell_done(c, rel, h)) {
@@ -802,6 +825,7 @@ static void seq_opts(const Ctx *c, const char *method, const SeqStep *s, Unlearn
  * options, so changing step 1 redoes the whole chain; a finished step is skipped; the
  * scratch model is brought to step k-1 from memory, the saved weights, or by replaying. */
 static void run_sequential(Ctx *c, const char *method) {
+    if (!cell_mine(c)) return;
     int S = c->preset->n_seq;
     SeqStep *st = xcalloc((size_t)S + 1, sizeof *st);
     int *cum = xmalloc(((size_t)c->n_forget10 + 1) * sizeof *cum), ncum = 0;
@@ -1066,9 +1090,108 @@ static void usage(FILE *f) {
         "  --ref-policy P        sequential reference model: previous (the model before each step,\n"
         "                        default) or original (base_ft)\n"
         "  --jobs N              threads for the kernels (OpenMP; results do not depend on it)\n"
+        "  --procs N             processes for the unlearning cells, one kernel thread each\n"
+        "                        (default: the CPUs, at most 8; results do not depend on it)\n"
         "  --raw DIR             raw material of the world (default: data/ next to the binary, else ./data)\n"
         "  --quiet               no progress lines\n"
         "Stages and files: docs/protocol.md; how to read the report: docs/report.md.\n");
+}
+
+/* Processes for the cells by default: the online CPUs, at most 8. */
+static int default_procs(void) {
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n < 1 ? 1 : n > 8 ? 8 : (int)n;
+}
+
+/* Starts np - 1 copies of this command (`pulse run ARGS --cell-part K/np --jobs 1
+ * --quiet`, K = 1..np-1), each a fresh process (exec, so that OpenMP starts clean). The
+ * copies find every earlier stage done and compute their share of the cells. Returns
+ * their pids (0 where the start failed: the collecting pass then computes that share). */
+static pid_t *spawn_parts(const Ctx *c, int argc, char **argv, int np) {
+    pid_t *kids = xcalloc((size_t)np, sizeof *kids);
+    char **av = xcalloc((size_t)argc + 10, sizeof *av);
+    char part[32];
+    int n = 0;
+    av[n++] = "pulse";
+    av[n++] = "run";
+    for (int i = 0; i < argc; i++) {
+        if (strcmp(argv[i], "--quiet") == 0) continue;
+        if (strcmp(argv[i], "--jobs") == 0 || strcmp(argv[i], "--procs") == 0) { i++; continue; }
+        av[n++] = argv[i];
+    }
+    av[n++] = "--jobs"; av[n++] = "1"; av[n++] = "--quiet"; av[n++] = "--cell-part"; av[n++] = part;
+    av[n] = NULL;
+    fflush(NULL);
+    for (int k = 1; k < np; k++) {
+        snprintf(part, sizeof part, "%d/%d", k, np);
+        pid_t pid = fork();
+        if (pid == 0) {
+            execv("/proc/self/exe", av);
+            _exit(127);
+        }
+        kids[k] = pid > 0 ? pid : 0;
+        if (pid < 0) say(c, "cells: could not start process %d (%s); its share runs here", k, strerror(errno));
+    }
+    free(av);
+    return kids;
+}
+
+/* Waits for the copies; one that failed only leaves its cells to the collecting pass. */
+static void wait_parts(const Ctx *c, pid_t *kids, int np) {
+    for (int k = 1; k < np; k++) {
+        if (kids[k] <= 0) continue;
+        int st = 0;
+        while (waitpid(kids[k], &st, 0) < 0 && errno == EINTR) {}
+        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+            say(c, "cells: process %d/%d stopped (%s %d); its unfinished cells run here", k, np,
+                WIFEXITED(st) ? "exit status" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+    }
+    free(kids);
+}
+
+/* The unlearning cells of the chosen settings, in a fixed order: the main cells, the
+ * sequential chains, the ablations. With nparts > 1 only this process's share. */
+static void run_cells(Ctx *c) {
+    static const char *const sets2[2] = {"finetuned", "pretrained"};
+    for (int s = 0; s < 2; s++) {
+        if (!want(c, sets2[s])) continue;
+        UlSetting us = s ? UL_PRETRAINED : UL_FINETUNED;
+        for (int i = 0; i < c->methods.n; i++) {
+            char id[96];
+            snprintf(id, sizeof id, "%s-%s", sets2[s], c->methods.item[i]);
+            UnlearnOpts o = cell_opts(c, c->methods.item[i], us, UL_PARAMS_LLM);
+            EvalSpec e = spec_for(c, sets2[s], 0);
+            cell_unlearn(c, id, sets2[s], s ? c->pt->model : c->ft->model, s ? "base_pt" : "base_ft", s ? c->h_pt : c->h_ft, &o, &e);
+        }
+    }
+    /* the sequential chains, then the ablations (their llm cells are the main cells) */
+    if (want(c, "sequential"))
+        for (int i = 0; i < c->seq_methods.n; i++) run_sequential(c, c->seq_methods.item[i]);
+    if (want(c, "params"))
+        for (int s = 0; s < 2; s++)
+            for (int i = 0; i < c->params_methods.n; i++)
+                for (int p = 0; p < 2; p++) {
+                    char id[96];
+                    snprintf(id, sizeof id, "%s-%s%s", sets2[s], c->params_methods.item[i], p ? "-projllm" : "");
+                    /* p = 0: the main cell (already done if its setting ran), p = 1: projector + LLM */
+                    UnlearnOpts o = cell_opts(c, c->params_methods.item[i], s ? UL_PRETRAINED : UL_FINETUNED,
+                                              p ? UL_PARAMS_PROJ_LLM : UL_PARAMS_LLM);
+                    /* the LLM-only cell is the setting's main cell (full evaluation) */
+                    EvalSpec e = spec_for(c, sets2[s], p);
+                    cell_unlearn(c, id, sets2[s], s ? c->pt->model : c->ft->model, s ? "base_pt" : "base_ft",
+                                 s ? c->h_pt : c->h_ft, &o, &e);
+                }
+    if (want(c, "forgetdata"))
+        for (int i = 0; i < c->params_methods.n; i++)
+            for (int p = 0; p < 2; p++) {
+                char id[96];
+                snprintf(id, sizeof id, "pretrained-%s%s", c->params_methods.item[i], p ? "-alldata" : "");
+                UnlearnOpts o = cell_opts(c, c->params_methods.item[i], UL_PRETRAINED, UL_PARAMS_LLM);
+                /* p = 1: every pre-training item about the forget celebrities, not only QA */
+                if (p) o.forget_data = UL_FD_ALL;
+                EvalSpec e = spec_for(c, "pretrained", p);
+                cell_unlearn(c, id, "pretrained", c->pt->model, "base_pt", c->h_pt, &o, &e);
+            }
 }
 
 int cmd_run(int argc, char **argv) {
@@ -1087,6 +1210,8 @@ int cmd_run(int argc, char **argv) {
     const char *pm = args_str(&a, "params-methods", "ga,ga_klr,npo");
     c.ref_policy = args_str(&a, "ref-policy", "previous");
     long jobs = args_long(&a, "jobs", 0, 0, 4096);
+    long procs = args_long(&a, "procs", 0, 0, 64);
+    const char *part = args_str(&a, "cell-part", NULL);     /* internal: see spawn_parts */
     const char *raw = args_str(&a, "raw", NULL);
     c.quiet = args_flag(&a, "quiet");
     int n_pos;
@@ -1096,6 +1221,11 @@ int cmd_run(int argc, char **argv) {
     args_done(&a);
     c.preset = preset_find(preset);
     if (!c.preset) die_input(NULL, "run: --preset: unknown preset '%s' (tiny, small, paper)", preset);
+    if (part) {
+        char tail = 0;
+        if (sscanf(part, "%d/%d%c", &c.part, &c.nparts, &tail) != 2 || c.nparts < 2 || c.part < 1 || c.part >= c.nparts)
+            die_input(NULL, "run: --cell-part must be K/N with 1 <= K < N (internal option)");
+    }
     if (strcmp(c.ref_policy, "previous") != 0 && strcmp(c.ref_policy, "original") != 0)
         die_input(NULL, "run: --ref-policy must be previous or original, not '%s'", c.ref_policy);
     parse_methods(&c.methods, methods, "methods");
@@ -1144,7 +1274,7 @@ int cmd_run(int argc, char **argv) {
     }
     /* the plan is written before the cells, so `pulse report` works on a run in progress */
     build_plan(&c);
-    write_run_json(&c);
+    if (c.nparts <= 1) write_run_json(&c);
 
     /* 4: the cells. Oracles first: their results feed forget quality and PrivLeak. */
     /* the scratch model every cell copies its base into (same shapes for both bases) */
@@ -1164,46 +1294,34 @@ int cmd_run(int argc, char **argv) {
         e = spec_for(&c, "pretrained", 0);
         json_free(cell_plain(&c, "pretrained-before", "before", "pretrained", c.pt->model, "base_pt", c.h_pt, &e, NULL));
     }
-    static const char *const sets2[2] = {"finetuned", "pretrained"};
-    for (int s = 0; s < 2; s++) {
-        if (!want(&c, sets2[s])) continue;
-        UlSetting us = s ? UL_PRETRAINED : UL_FINETUNED;
-        for (int i = 0; i < c.methods.n; i++) {
-            char id[96];
-            snprintf(id, sizeof id, "%s-%s", sets2[s], c.methods.item[i]);
-            UnlearnOpts o = cell_opts(&c, c.methods.item[i], us, UL_PARAMS_LLM);
-            EvalSpec e = spec_for(&c, sets2[s], 0);
-            cell_unlearn(&c, id, sets2[s], s ? c.pt->model : c.ft->model, s ? "base_pt" : "base_ft", s ? c.h_pt : c.h_ft, &o, &e);
-        }
+    /* the unlearning cells: shared among --procs processes, then collected */
+    c.n_before = c.cell_i;
+    if (c.nparts > 1) {
+        run_cells(&c);                  /* a --cell-part copy: its share, then it is done */
+        goto done;
     }
-    /* the sequential chains, then the ablations (their llm cells are the main cells) */
-    if (want(&c, "sequential"))
-        for (int i = 0; i < c.seq_methods.n; i++) run_sequential(&c, c.seq_methods.item[i]);
-    if (want(&c, "params"))
-        for (int s = 0; s < 2; s++)
-            for (int i = 0; i < c.params_methods.n; i++)
-                for (int p = 0; p < 2; p++) {
-                    char id[96];
-                    snprintf(id, sizeof id, "%s-%s%s", sets2[s], c.params_methods.item[i], p ? "-projllm" : "");
-                    /* p = 0: the main cell (already done if its setting ran), p = 1: projector + LLM */
-                    UnlearnOpts o = cell_opts(&c, c.params_methods.item[i], s ? UL_PRETRAINED : UL_FINETUNED,
-                                              p ? UL_PARAMS_PROJ_LLM : UL_PARAMS_LLM);
-                    /* the LLM-only cell is the setting's main cell (full evaluation) */
-                    EvalSpec e = spec_for(&c, sets2[s], p);
-                    cell_unlearn(&c, id, sets2[s], s ? c.pt->model : c.ft->model, s ? "base_pt" : "base_ft",
-                                 s ? c.h_pt : c.h_ft, &o, &e);
-                }
-    if (want(&c, "forgetdata"))
-        for (int i = 0; i < c.params_methods.n; i++)
-            for (int p = 0; p < 2; p++) {
-                char id[96];
-                snprintf(id, sizeof id, "pretrained-%s%s", c.params_methods.item[i], p ? "-alldata" : "");
-                UnlearnOpts o = cell_opts(&c, c.params_methods.item[i], UL_PRETRAINED, UL_PARAMS_LLM);
-                /* p = 1: every pre-training item about the forget celebrities, not only QA */
-                if (p) o.forget_data = UL_FD_ALL;
-                EvalSpec e = spec_for(&c, "pretrained", p);
-                cell_unlearn(&c, id, "pretrained", c.pt->model, "base_pt", c.h_pt, &o, &e);
-            }
+    int np = procs > 0 ? (int)procs : default_procs();
+    if (np > 1) {
+        pid_t *kids = spawn_parts(&c, argc, argv, np);
+        say(&c, "cells: computing in %d processes, one kernel thread each", np);
+#ifdef _OPENMP
+        int threads = omp_get_max_threads();
+        omp_set_num_threads(1);
+#endif
+        c.part = 0; c.nparts = np;
+        int quiet = c.quiet;
+        c.quiet = 1;                    /* the lines come in the collecting pass */
+        run_cells(&c);
+        c.quiet = quiet;
+        wait_parts(&c, kids, np);
+#ifdef _OPENMP
+        omp_set_num_threads(threads);
+#endif
+        c.nparts = 1; c.unit = 0; c.cell_i = c.n_before;
+        list_free(&c.seen);
+        memset(&c.seen, 0, sizeof c.seen);
+    }
+    run_cells(&c);
 
     /* 5: the report */
     report_write(c.out, c.quiet);

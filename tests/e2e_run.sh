@@ -10,7 +10,8 @@
 # 4. GA lowers the forget accuracy of base_ft (letter rule or option likelihood);
 # 5. a second `pulse run` changes no byte of the run directory and trains nothing;
 # 6. after losing a finished cell and a sequential step, a rerun redoes them with the same
-#    numbers (results.json byte-identical, results.csv identical outside the time columns);
+#    numbers (results.json byte-identical, results.csv identical outside the time columns),
+#    also when the cells run in one process instead of one per CPU (--procs);
 # 7. `pulse report` alone rewrites the same report.
 # Prints "N passed, N failed" and exits non-zero on failure (tests/run.sh adds it up).
 cd "$(dirname "$0")/.." || exit 1
@@ -137,6 +138,14 @@ check "finetuned-ga recomputed identically" cmp "$TMP/fga.json" "$RUN/cells/fine
 check "last sequential step recomputed identically" cmp "$TMP/sga.json" "$last/results.json"
 cut -d, -f1-8,11- "$RUN/results.csv" >"$TMP/csv2"
 check "results.csv identical outside the time columns" cmp "$TMP/csv1" "$TMP/csv2"
+
+# the cells ran in one process per CPU by default (--procs): one process gives the same bytes
+cp "$RUN/cells/finetuned-npo/results.json" "$TMP/fnpo.json"
+rm -rf "$RUN/cells/finetuned-npo"
+"$P" run --preset tiny --out "$RUN" --procs 1 >"$TMP/log5" 2>&1
+rc=$?
+if [ "$rc" -eq 0 ]; then ok; else bad "rerun with --procs 1: exit $rc"; fi
+check "finetuned-npo recomputed in one process identically" cmp "$TMP/fnpo.json" "$RUN/cells/finetuned-npo/results.json"
 
 # --- 7. pulse report alone ------------------------------------------------------------
 cp "$RUN/report.md" "$TMP/report1.md"
