@@ -19,13 +19,14 @@
  * - Timings are measured when a stage is computed and stored in its marker; the report
  *   reads them from there, so a rerun that skips everything writes the same bytes.
  * - The unlearning cells run in --procs processes, one kernel thread each (a small model
- *   uses one core far better than two: measured 9.6k vs 12.5k tokens/s for 1 vs 2
- *   threads). The driver starts procs - 1 copies of itself (`--cell-part K/N`, internal)
- *   after the oracles; each copy walks the same list of cells and computes every N-th
- *   (a sequential chain counts as one), the driver computes its own share, waits, then
- *   walks the list again, finding every cell done (any cell a copy failed to finish is
- *   computed then). Cells are independent and thread-count invariant, so the numbers do
- *   not depend on the number of processes.
+ *   keeps a core busier with one thread than two threads keep two: 10.8k vs 16-19k
+ *   tokens/s for 1 vs 2 threads, and decode steps scale worse). The driver starts
+ *   procs - 1 copies of itself (`--cell-part K/N`, internal) after the oracles; each
+ *   copy walks the same list of cells and computes every N-th (a sequential chain counts
+ *   as one), the driver computes its own share, waits, then walks the list again,
+ *   finding every cell done (any cell a copy failed to finish is computed then). Cells
+ *   are independent and thread-count invariant, so the numbers do not depend on the
+ *   number of processes.
  */
 #include "protocol.h"
 
