@@ -66,7 +66,7 @@ const float data_clip_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
  * path (1/2/3 of 10, two sequential groups). */
 const Preset data_presets[] = {
     /* name   fict celeb keep forget hold  forget_5/10/15  seq attrs scenes gb_sc gb_fact faces mc_ctx vocab */
-    {"tiny",    10,  10,   6,   3,    4, {1, 2, 3},      2,   5,    40,    16,    8,     40,    40,   512},
+    {"tiny",    10,  10,   6,   3,    4, {1, 2, 3},      2,   3,    40,    16,    8,     40,    40,   512},
     {"small",   50,  30,  15,   7,   10, {3, 5, 8},      5,   5,   500,    80,   40,    600,     0,   512},
     {"paper",  500, 153,  45,  20,   50, {25, 50, 75},   5,   5,  2000,   200,  100,   2000,     0,  1024},
     {NULL, 0, 0, 0, 0, 0, {0, 0, 0}, 0, 0, 0, 0, 0, 0, 0, 0},

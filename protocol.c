@@ -18,26 +18,31 @@
  *   the order of cells and a resume do not change any number.
  * - Timings are measured when a stage is computed and stored in its marker; the report
  *   reads them from there, so a rerun that skips everything writes the same bytes.
- * - The unlearning cells run in --procs processes, one kernel thread each (a small model
- *   keeps a core busier with one thread than two threads keep two: 10.8k vs 16-19k
- *   tokens/s for 1 vs 2 threads, and decode steps scale worse). The driver starts
- *   procs - 1 copies of itself (`--cell-part K/N`, internal) after the oracles; each
- *   copy walks the same list of cells and computes every N-th (a sequential chain counts
- *   as one), the driver computes its own share, waits, then walks the list again,
- *   finding every cell done (any cell a copy failed to finish is computed then). Cells
- *   are independent and thread-count invariant, so the numbers do not depend on the
- *   number of processes.
+ * - Everything after pre-training runs in a pool of --procs processes, one kernel thread
+ *   each (a small model keeps a core busier with one thread than two threads keep two:
+ *   10.8k vs 16-19k tokens/s for 1 vs 2 threads, and decode steps scale worse). The
+ *   driver pre-trains base_pt with every thread, ranks the celebrities, then starts
+ *   procs - 1 copies of itself (`--cell-part K/N`, internal). The units (base_ft, the
+ *   two oracles, the reference evaluations, the gates, every cell, each sequential chain)
+ *   are taken by whichever process claims them first once their inputs are done, so
+ *   base_ft, oracle_ft and oracle_pt train at the same time and the cells start as soon
+ *   as their base model and oracle are there. Units are independent and thread-count
+ *   invariant, so no number depends on the number of processes or on who computed what;
+ *   the driver's final serial pass finds every unit done (and computes any a failed copy
+ *   left).
  */
 #include "protocol.h"
 
 #include <dirent.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/wait.h>
+#include <time.h>
 #include <unistd.h>
 #ifdef _OPENMP
 #include <omp.h>
@@ -158,17 +163,86 @@ typedef struct Ctx {
     List seen;                  /* cell ids handled by this invocation (a cell shared by two
                                    settings runs and counts once) */
     int cell_i, cell_n;         /* progress */
-    int part, nparts;           /* this process computes cells with unit % nparts == part */
-    int unit;                   /* cells (and sequential chains) met so far */
-    int n_before;               /* progress lines before the unlearning cells */
+    int stopped;                /* the training test hook stopped a stage (exit 3) */
+    /* the pool (--procs): every stage after pre-training, shared by processes */
+    int member, nmembers;       /* 0 = the driver; K = the copy started as --cell-part K/N */
+    pid_t driver;               /* a copy's parent: it stops when the driver is gone */
+    int pool;                   /* 1 while this process walks the pool */
+    int pool_left, pool_avail, pool_ran;   /* the current pass: not done / unclaimed / taken */
+    List pool_done;             /* units seen done (they stay done) */
     double t_start;
 } Ctx;
 
-/* Whether this process computes the next cell or chain (all of them when nparts <= 1).
- * Every process meets the cells in the same order, so the shares are disjoint. */
-static int cell_mine(Ctx *c) {
-    if (c->nparts <= 1) return 1;
-    return c->unit++ % c->nparts == c->part;
+/* ============================================================================
+ * The pool: with --procs N > 1, the driver trains base_pt and ranks the celebrities,
+ * then starts N - 1 copies of itself; every process walks the same list of units
+ * (base_ft, the oracles, the gates, every cell, each sequential chain as one unit) in
+ * the same order, again and again, and computes a unit when its inputs are done and it
+ * wins the unit's claim: a file RUN/state/claims/<unit> created with O_EXCL, holding the
+ * claimant's pid. A process with nothing ready waits 0.1 s and walks again; it leaves
+ * when every unit not done is claimed. The driver then walks the list once more
+ * without the pool (the serial path), finding everything done: it prints the progress
+ * lines, computes whatever a failed copy left, and writes the report. */
+
+static char *claim_path(const Ctx *c, const char *unit) { return xasprintf("%s/state/claims/%s", c->out, unit); }
+
+/* 1 outside the pool; in it, whether the unit has been seen done (a unit's inputs). */
+static int unit_done(const Ctx *c, const char *unit) { return !c->pool || list_has(&c->pool_done, unit); }
+
+/* In the pool, a unit that was seen done is not looked at again. */
+static int pool_skip(const Ctx *c, const char *unit) { return c->pool && list_has(&c->pool_done, unit); }
+
+/* In the pool: notes a unit done (the driver says so once), and says whether this
+ * process computes it now: its inputs are ready and the claim is ours. A unit not done
+ * counts in pool_left, and in pool_avail while nobody has claimed it. */
+static int pool_take(Ctx *c, const char *unit, int ready, int done) {
+    if (done) {
+        if (!list_has(&c->pool_done, unit)) {
+            list_add(&c->pool_done, unit);
+            if (!c->quiet && c->member == 0)
+                fprintf(stderr, "pulse run: %6.0f s  %s: done\n", now_seconds() - c->t_start, unit);
+        }
+        return 0;
+    }
+    c->pool_left++;
+    char *p = claim_path(c, unit);
+    int take = 0;
+    if (access(p, F_OK) != 0) {
+        c->pool_avail++;
+        int fd = ready ? open(p, O_WRONLY | O_CREAT | O_EXCL, 0644) : -1;
+        if (fd >= 0) {
+            char pid[32];
+            int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+            take = write(fd, pid, (size_t)n) == n;
+            close(fd);
+            if (!take) unlink(p);
+        }
+    }
+    free(p);
+    c->pool_ran += take;
+    return take;
+}
+
+/* Removes the claims of process `pid` (0: every claim, and the directory). */
+static void claims_release(const Ctx *c, pid_t pid) {
+    char *dir = xasprintf("%s/state/claims", c->out);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    while (d && (e = readdir(d))) {
+        if (e->d_name[0] == '.') continue;
+        char *p = xasprintf("%s/%s", dir, e->d_name);
+        FILE *f = pid ? fopen(p, "r") : NULL;
+        long who = 0;
+        if (f) {
+            if (fscanf(f, "%ld", &who) != 1) who = 0;
+            fclose(f);
+        }
+        if (!pid || who == (long)pid) unlink(p);
+        free(p);
+    }
+    if (d) closedir(d);
+    if (!pid) rmdir(dir);
+    free(dir);
 }
 
 /* One progress line on stderr, "pulse run: ..." (nothing with --quiet). */
@@ -312,8 +386,9 @@ static void stage_data(Ctx *c) {
 /* ============================================================================
  * Stages 1 and 3: training (base models and oracles) */
 
-/* Trains RUN/<name> unless its marker is current; returns the stage hash, or 0 when the
- * training test hook stopped it (the caller then stops the run). */
+/* Trains RUN/<name> unless its marker is current (in the pool: if this process claims
+ * it); returns the stage hash. The training test hook stopping it sets c->stopped (the
+ * caller then stops the run, exit 3). */
 static uint64_t stage_train(Ctx *c, const char *name, int stage, const char *base, uint64_t h_base,
                             const int *exclude, int n_exclude) {
     /* every recipe field that changes the weights, plus the base and the excluded people */
@@ -326,11 +401,14 @@ static uint64_t stage_train(Ctx *c, const char *name, int stage, const char *bas
     h = h_dbl(h, r.vision_lr); h = h_int(h, r.mc_repeat);
     h = h_int(h, (long long)c->seed);
     h = h_ints(h, exclude, n_exclude);
+    if (pool_skip(c, name)) return h;
     char *rel = xasprintf("state/%s.json", name), *marker = run_path(c, rel), *dir = run_path(c, name);
     char *cfg = xasprintf("%s/config.json", dir);
-    if (marker_ok(marker, h) && file_exists(cfg)) {
-        say(c, "%s: done (%s)", name, dir);
-    } else {
+    int done = marker_ok(marker, h) && file_exists(cfg);
+    /* a copy starts after pre-training: it never trains base_pt */
+    if (c->member && !c->pool && !done) die_internal("%s: not trained when a --cell-part copy started", name);
+    if (!c->pool && done) say(c, "%s: done (%s)", name, dir);
+    if (c->pool ? pool_take(c, name, 1, done) : !done) {
         say(c, "%s: training (%s%s)", name, stage == STAGE_PT ? "pre-training" : "fine-tuning",
             n_exclude ? ", without the forget people" : "");
         TrainOpts o = train_opts_default(stage);
@@ -340,7 +418,7 @@ static uint64_t stage_train(Ctx *c, const char *name, int stage, const char *bas
         double t0 = now_seconds();
         int rc = train_run(&o);
         free(data); free(base_dir);
-        if (rc == 3) { say(c, "%s: stopped by PULSE_TRAIN_STOP_AFTER (state saved)", name); h = 0; goto out; }
+        if (rc == 3) { say(c, "%s: stopped by PULSE_TRAIN_STOP_AFTER (state saved)", name); c->stopped = 1; goto out; }
         if (rc != 0) die_internal("%s: training failed (status %d)", name, rc);
         double s = now_seconds() - t0;
         Json *j = json_new_object();
@@ -364,15 +442,18 @@ static Checkpoint *load_ckpt(const Ctx *c, const char *name) {
 }
 
 /* ============================================================================
- * Stage 1b: the gates */
+ * Stage 2b: the gates */
 
-/* Stage 1b: train_gates on both base models, recorded in gates.json (the table) and
+/* Stage 2b: train_gates on both base models, recorded in gates.json (the table) and
  * state/gates.json (its time). The hash is the two models' hashes: retraining redoes it. */
 static void stage_gates(Ctx *c) {
+    if (pool_skip(c, "gates")) return;
     uint64_t h = h_str(h_int(c->h_ft, (long long)c->h_pt), "gates");
     char *path = run_path(c, "gates.json");
     Json *j = marker_load(path, h);
-    if (j) {
+    if (c->pool && !pool_take(c, "gates", c->ft != NULL, j != NULL)) {
+        /* done, waiting for base_ft, or another process's */
+    } else if (j) {
         /* the table again, as train_gates prints it */
         const Json *rows = json_get(j, "rows");
         for (size_t i = 0; !c->quiet && rows && rows->type == JSON_ARRAY && i < rows->len; i++) {
@@ -385,7 +466,7 @@ static void stage_gates(Ctx *c) {
         say(c, "gates: %s (from gates.json)", json_get_bool(j, "all_pass", 0, path) ? "all PASS" : "some FAIL");
     } else {
         GateReport g;
-        train_gates(c->pt->model, c->ft->model, c->tok, c->w, &g, c->quiet ? NULL : stderr);
+        train_gates(c->pt->model, c->ft->model, c->tok, c->w, &g, c->quiet || c->pool ? NULL : stderr);
         j = json_new_object();
         Json *rows = json_new_array();
         for (int i = 0; i < g.n; i++) {
@@ -449,6 +530,7 @@ static void stage_celebrities(Ctx *c) {
     c->h_celebs = h;
     char *path = run_path(c, "celebrities.json");
     Json *j = marker_load(path, h);
+    if (!j && c->member) die_internal("celebrities: not ranked when a --cell-part copy started");
     if (!j) {
         say(c, "celebrities: measuring base_pt on %d candidates", nc);
         double t0 = now_seconds();
@@ -629,6 +711,7 @@ static double acc_of(const Json *res, const char *set, const char *task) {
 /* "[ k/N] id  what  forget .. retain .. genbench .." (multiple choice by option
  * likelihood, pooled modalities: the letter rule is near chance on these small models). */
 static void progress_line(Ctx *c, const char *id, const char *what, const Json *res) {
+    if (c->pool) return;            /* the pool says "done" once per unit */
     c->cell_i++;
     if (c->quiet) return;
     fprintf(stderr, "pulse run: [%2d/%d] %-28s %s", c->cell_i, c->cell_n, id, what);
@@ -652,14 +735,21 @@ static Json *cell_json(const char *id, const char *kind, const char *setting, co
 
 /* A "before" or "oracle" cell: evaluates a checkpoint as it is. m may be NULL: then the
  * checkpoint RUN/<model_rel> is loaded only if the cell must be computed. Returns the
- * results (owned by the caller). */
+ * results (owned by the caller); in the pool, only if this process computed them. ready:
+ * the model and the oracle results the spec needs are there (always, outside the pool). */
 static Json *cell_plain(Ctx *c, const char *id, const char *kind, const char *setting, Model *m, const char *model_rel,
-                        uint64_t h_model, const EvalSpec *e, uint64_t *h_out) {
+                        uint64_t h_model, const EvalSpec *e, uint64_t *h_out, int ready) {
+    if (pool_skip(c, id)) return NULL;
+    if (c->pool && !ready) { pool_take(c, id, 0, 0); return NULL; }
+    CHECK(ready);
     char *rel = xasprintf("cells/%s", id), *dir = run_path(c, rel);
     uint64_t h = spec_hash(h_str(h_model, kind), e, c);
     if (h_out) *h_out = h;
-    Json *res;
-    if (cell_done(c, rel, h)) {
+    Json *res = NULL;
+    int done = cell_done(c, rel, h);
+    if (c->pool && !pool_take(c, id, 1, done)) {
+        /* done, or another process's */
+    } else if (done) {
         res = load_results(c, rel);
         progress_line(c, id, "done", res);
     } else {
@@ -766,12 +856,20 @@ static void cell_finish(const Ctx *c, const char *dir, Json *j, const UnlearnRes
 /* One unlearning operation from `base` (hash h_base) and its evaluation. */
 static void cell_unlearn(Ctx *c, const char *id, const char *setting, Model *base, const char *base_rel, uint64_t h_base,
                          UnlearnOpts *uo, const EvalSpec *e) {
-    if (list_has(&c->seen, id)) return;
+    if (list_has(&c->seen, id) || pool_skip(c, id)) return;
     list_add(&c->seen, id);
-    if (!cell_mine(c)) return;
+    /* ready: the base model, and the oracle's results if the evaluation compares with them */
+    int ready = base && (!e->oracle_path || e->oracle);
+    if (c->pool && !ready) { pool_take(c, id, 0, 0); return; }
+    CHECK(ready);
     char *rel = xasprintf("cells/%s", id), *dir = run_path(c, rel);
     uint64_t h = spec_hash(opts_hash(h_str(h_base, "unlearn"), uo), e, c);
-    if (cell_done(c, rel, h)) {
+    int done = cell_done(c, rel, h);
+    if (c->pool && !pool_take(c, id, 1, done)) {
+        free(rel); free(dir);
+        return;
+    }
+    if (done) {
         Json *res = NULL;
         char *rp = xasprintf("%s/results.json", dir);
         if (file_exists(rp)) res = json_load(rp);
@@ -822,11 +920,27 @@ static void seq_opts(const Ctx *c, const char *method, const SeqStep *s, Unlearn
     o->ref_policy = c->ref_policy;
 }
 
+/* The two light evaluations of a step (every group so far with retain and genbench; this
+ * group alone) and the step cell's hash. */
+static uint64_t seq_specs(const Ctx *c, const SeqStep *s, EvalSpec *cum, EvalSpec *cur) {
+    *cum = spec_for(c, "finetuned", 1);
+    *cur = spec_for(c, "finetuned", 1);
+    cum->sets &= ~EVAL_SET_BIT(EVAL_SET_CELEBRITY);
+    cum->forget = s->cum; cum->n_forget = s->n_cum;
+    cur->sets = EVAL_SET_BIT(EVAL_SET_FORGET);
+    cur->forget = s->group; cur->n_forget = s->n_group;
+    return spec_hash(spec_hash(s->h_model, cum, c), cur, c);
+}
+
 /* One method's chain of n_seq steps. Step k's model hash chains every earlier step's
  * options, so changing step 1 redoes the whole chain; a finished step is skipped; the
- * scratch model is brought to step k-1 from memory, the saved weights, or by replaying. */
+ * scratch model is brought to step k-1 from memory, the saved weights, or by replaying.
+ * In the pool the chain is one unit. */
 static void run_sequential(Ctx *c, const char *method) {
-    if (!cell_mine(c)) return;
+    char unit[96];
+    snprintf(unit, sizeof unit, "sequential-%s", method);
+    if (pool_skip(c, unit)) return;
+    if (c->pool && !c->ft) { pool_take(c, unit, 0, 0); return; }
     int S = c->preset->n_seq;
     SeqStep *st = xcalloc((size_t)S + 1, sizeof *st);
     int *cum = xmalloc(((size_t)c->n_forget10 + 1) * sizeof *cum), ncum = 0;
@@ -846,23 +960,30 @@ static void run_sequential(Ctx *c, const char *method) {
         h = opts_hash(h_int(h, k), &o);
         s->h_model = h;
     }
-    char *base = xasprintf("cells/sequential-%s", method), *bdir = run_path(c, base);
+    char *base = xasprintf("cells/%s", unit), *bdir = run_path(c, base);
     char *wpath = xasprintf("%s/model.safetensors", bdir), *wmark = xasprintf("%s/model.json", bdir);
     int at = -1;                /* the step c->work holds, -1: unknown */
-    Model *ref = strcmp(c->ref_policy, "original") == 0 ? c->ft->model : NULL;
-    for (int k = 1; k <= S; k++) {
+    int todo = S;               /* steps this process walks (0: the chain is not ours) */
+    if (c->pool) {
+        /* the chain is one unit: done when every step is */
+        int done = 1;
+        for (int k = 1; k <= S && done; k++) {
+            EvalSpec cumspec, curspec;
+            char rel[160];
+            snprintf(rel, sizeof rel, "%s/step%d", base, k);
+            done = cell_done(c, rel, seq_specs(c, &st[k], &cumspec, &curspec));
+        }
+        if (!pool_take(c, unit, 1, done)) todo = 0;
+    }
+    Model *ref = todo && strcmp(c->ref_policy, "original") == 0 ? c->ft->model : NULL;
+    for (int k = 1; k <= todo; k++) {
         SeqStep *s = &st[k];
         char id[96], rel[160], crel[176];
         snprintf(id, sizeof id, "sequential-%s-step%d", method, k);
         snprintf(rel, sizeof rel, "%s/step%d", base, k);
         snprintf(crel, sizeof crel, "%s/current", rel);
-        /* two light evaluations: every group so far (+ retain, genbench), this group alone */
-        EvalSpec cumspec = spec_for(c, "finetuned", 1), curspec = spec_for(c, "finetuned", 1);
-        cumspec.sets &= ~EVAL_SET_BIT(EVAL_SET_CELEBRITY);
-        cumspec.forget = s->cum; cumspec.n_forget = s->n_cum;
-        curspec.sets = EVAL_SET_BIT(EVAL_SET_FORGET);
-        curspec.forget = s->group; curspec.n_forget = s->n_group;
-        uint64_t hc = spec_hash(spec_hash(s->h_model, &cumspec, c), &curspec, c);
+        EvalSpec cumspec, curspec;
+        uint64_t hc = seq_specs(c, s, &cumspec, &curspec);
         if (cell_done(c, rel, hc)) {
             char *rp = xasprintf("%s/%s/results.json", c->out, rel);
             Json *res = json_load(rp);
@@ -1091,8 +1212,8 @@ static void usage(FILE *f) {
         "  --ref-policy P        sequential reference model: previous (the model before each step,\n"
         "                        default) or original (base_ft)\n"
         "  --jobs N              threads for the kernels (OpenMP; results do not depend on it)\n"
-        "  --procs N             processes for the unlearning cells, one kernel thread each\n"
-        "                        (default: the CPUs, at most 8; results do not depend on it)\n"
+        "  --procs N             processes for everything after pre-training, one kernel thread\n"
+        "                        each (default: the CPUs, at most 8; results do not depend on it)\n"
         "  --raw DIR             raw material of the world (default: data/ next to the binary, else ./data)\n"
         "  --quiet               no progress lines\n"
         "Stages and files: docs/protocol.md; how to read the report: docs/report.md.\n");
@@ -1106,8 +1227,8 @@ static int default_procs(void) {
 
 /* Starts np - 1 copies of this command (`pulse run ARGS --cell-part K/np --jobs 1
  * --quiet`, K = 1..np-1), each a fresh process (exec, so that OpenMP starts clean). The
- * copies find every earlier stage done and compute their share of the cells. Returns
- * their pids (0 where the start failed: the collecting pass then computes that share). */
+ * copies find pre-training and the celebrities done and join the pool. Returns their
+ * pids (0 where the start failed: the others then do its share). */
 static pid_t *spawn_parts(const Ctx *c, int argc, char **argv, int np) {
     pid_t *kids = xcalloc((size_t)np, sizeof *kids);
     char **av = xcalloc((size_t)argc + 10, sizeof *av);
@@ -1131,29 +1252,67 @@ static pid_t *spawn_parts(const Ctx *c, int argc, char **argv, int np) {
             _exit(127);
         }
         kids[k] = pid > 0 ? pid : 0;
-        if (pid < 0) say(c, "cells: could not start process %d (%s); its share runs here", k, strerror(errno));
+        if (pid < 0) say(c, "pool: could not start process %d (%s); the others do its share", k, strerror(errno));
     }
     free(av);
     return kids;
 }
 
-/* Waits for the copies; one that failed only leaves its cells to the collecting pass. */
-static void wait_parts(const Ctx *c, pid_t *kids, int np) {
+/* Reaps the copies that have finished (block: waits for all of them) and returns how
+ * many still run. A copy that failed gives its claims back, so that its unfinished units
+ * go to the others (or to the driver's serial pass). */
+static int reap_parts(const Ctx *c, pid_t *kids, int np, int block) {
+    int running = 0;
     for (int k = 1; k < np; k++) {
         if (kids[k] <= 0) continue;
         int st = 0;
-        while (waitpid(kids[k], &st, 0) < 0 && errno == EINTR) {}
-        if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
-            say(c, "cells: process %d/%d stopped (%s %d); its unfinished cells run here", k, np,
-                WIFEXITED(st) ? "exit status" : "signal", WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+        pid_t r;
+        while ((r = waitpid(kids[k], &st, block ? 0 : WNOHANG)) < 0 && errno == EINTR) {}
+        if (r == 0) { running++; continue; }
+        if (r < 0 || !WIFEXITED(st) || WEXITSTATUS(st) != 0) {
+            say(c, "pool: process %d/%d stopped (%s %d); its unfinished units run elsewhere", k, np,
+                r >= 0 && WIFEXITED(st) ? "exit status" : "signal", r >= 0 && WIFEXITED(st) ? WEXITSTATUS(st) : WTERMSIG(st));
+            claims_release(c, kids[k]);
+        }
+        kids[k] = 0;
     }
-    free(kids);
+    return running;
+}
+
+/* The oracle and before-unlearning evaluations of the chosen settings, each setting's
+ * oracle first: its results feed forget quality and PrivLeak of every later cell. */
+static void reference_cells(Ctx *c) {
+    for (int s = 0; s < 2; s++) {
+        if (s ? !need_pt(c) : !need_ft(c)) continue;
+        const char *setting = s ? "pretrained" : "finetuned", *oname = s ? "oracle_pt" : "oracle_ft";
+        char oid[48], bid[48], orel[64];
+        snprintf(oid, sizeof oid, "%s-oracle", setting);
+        snprintf(bid, sizeof bid, "%s-before", setting);
+        snprintf(orel, sizeof orel, "cells/%s", oid);
+        Json **oracle = s ? &c->oracle_pt : &c->oracle_ft;
+        EvalSpec e = spec_for(c, setting, 0);
+        e.oracle = NULL;                /* the oracle is evaluated without an oracle */
+        Json *r = cell_plain(c, oid, "oracle", setting, NULL, oname, s ? c->h_opt : c->h_oft, &e,
+                             s ? &c->h_opt_eval : &c->h_oft_eval, unit_done(c, oname));
+        if (r && !*oracle) *oracle = r;
+        else json_free(r);
+        if (!*oracle && c->pool && list_has(&c->pool_done, oid)) *oracle = load_results(c, orel);
+        /* the before row is compared with the oracle */
+        Model *m = s ? c->pt->model : c->ft ? c->ft->model : NULL;
+        e = spec_for(c, setting, 0);
+        json_free(cell_plain(c, bid, "before", setting, m, s ? "base_pt" : "base_ft", s ? c->h_pt : c->h_ft, &e, NULL,
+                             m && *oracle));
+    }
 }
 
 /* The unlearning cells of the chosen settings, in a fixed order: the main cells, the
- * sequential chains, the ablations. With nparts > 1 only this process's share. */
+ * sequential chains, the ablations (in the pool the chains come first: they are the
+ * longest units, so the processes finish together). */
 static void run_cells(Ctx *c) {
     static const char *const sets2[2] = {"finetuned", "pretrained"};
+    Model *ft = c->ft ? c->ft->model : NULL;   /* in the pool, NULL until base_ft is trained */
+    if (c->pool && want(c, "sequential"))
+        for (int i = 0; i < c->seq_methods.n; i++) run_sequential(c, c->seq_methods.item[i]);
     for (int s = 0; s < 2; s++) {
         if (!want(c, sets2[s])) continue;
         UlSetting us = s ? UL_PRETRAINED : UL_FINETUNED;
@@ -1162,11 +1321,11 @@ static void run_cells(Ctx *c) {
             snprintf(id, sizeof id, "%s-%s", sets2[s], c->methods.item[i]);
             UnlearnOpts o = cell_opts(c, c->methods.item[i], us, UL_PARAMS_LLM);
             EvalSpec e = spec_for(c, sets2[s], 0);
-            cell_unlearn(c, id, sets2[s], s ? c->pt->model : c->ft->model, s ? "base_pt" : "base_ft", s ? c->h_pt : c->h_ft, &o, &e);
+            cell_unlearn(c, id, sets2[s], s ? c->pt->model : ft, s ? "base_pt" : "base_ft", s ? c->h_pt : c->h_ft, &o, &e);
         }
     }
     /* the sequential chains, then the ablations (their llm cells are the main cells) */
-    if (want(c, "sequential"))
+    if (!c->pool && want(c, "sequential"))
         for (int i = 0; i < c->seq_methods.n; i++) run_sequential(c, c->seq_methods.item[i]);
     if (want(c, "params"))
         for (int s = 0; s < 2; s++)
@@ -1179,7 +1338,7 @@ static void run_cells(Ctx *c) {
                                               p ? UL_PARAMS_PROJ_LLM : UL_PARAMS_LLM);
                     /* the LLM-only cell is the setting's main cell (full evaluation) */
                     EvalSpec e = spec_for(c, sets2[s], p);
-                    cell_unlearn(c, id, sets2[s], s ? c->pt->model : c->ft->model, s ? "base_pt" : "base_ft",
+                    cell_unlearn(c, id, sets2[s], s ? c->pt->model : ft, s ? "base_pt" : "base_ft",
                                  s ? c->h_pt : c->h_ft, &o, &e);
                 }
     if (want(c, "forgetdata"))
@@ -1193,6 +1352,38 @@ static void run_cells(Ctx *c) {
                 EvalSpec e = spec_for(c, "pretrained", p);
                 cell_unlearn(c, id, "pretrained", c->pt->model, "base_pt", c->h_pt, &o, &e);
             }
+}
+
+/* One walk of the pool over every unit after pre-training, in priority order: the
+ * trainings, the reference evaluations and the gates, then the cells. */
+static void pool_pass(Ctx *c) {
+    c->pool_left = c->pool_avail = c->pool_ran = 0;
+    list_free(&c->seen);
+    c->h_ft = stage_train(c, "base_ft", STAGE_FT, "base_pt", c->h_pt, NULL, 0);
+    if (need_ft(c) && !c->stopped)
+        c->h_oft = stage_train(c, "oracle_ft", STAGE_FT, "base_pt", c->h_pt, c->forget10, c->n_forget10);
+    if (need_pt(c) && !c->stopped)
+        c->h_opt = stage_train(c, "oracle_pt", STAGE_PT, NULL, c->h_celebs, c->cforget, c->n_cforget);
+    if (c->stopped) return;
+    if (!c->ft && list_has(&c->pool_done, "base_ft")) c->ft = load_ckpt(c, "base_ft");
+    reference_cells(c);
+    stage_gates(c);
+    run_cells(c);
+}
+
+/* Walks the pool until every unit not done is claimed (kids: NULL in a copy). */
+static void pool_run(Ctx *c, pid_t *kids, int np) {
+    c->pool = 1;
+    for (;;) {
+        pool_pass(c);
+        if (c->stopped || !c->pool_avail) break;
+        if (c->member && getppid() != c->driver) break;            /* the driver is gone */
+        /* the driver alone and nothing ready: the serial pass computes the rest */
+        if (!c->member && !reap_parts(c, kids, np, 0) && !c->pool_ran) break;
+        if (!c->pool_ran) nanosleep(&(struct timespec){0, 100000000L}, NULL);
+    }
+    c->pool = 0;
+    list_free(&c->seen);
 }
 
 int cmd_run(int argc, char **argv) {
@@ -1224,7 +1415,8 @@ int cmd_run(int argc, char **argv) {
     if (!c.preset) die_input(NULL, "run: --preset: unknown preset '%s' (tiny, small, paper)", preset);
     if (part) {
         char tail = 0;
-        if (sscanf(part, "%d/%d%c", &c.part, &c.nparts, &tail) != 2 || c.nparts < 2 || c.part < 1 || c.part >= c.nparts)
+        if (sscanf(part, "%d/%d%c", &c.member, &c.nmembers, &tail) != 2 || c.nmembers < 2 || c.member < 1 ||
+            c.member >= c.nmembers)
             die_input(NULL, "run: --cell-part must be K/N with 1 <= K < N (internal option)");
     }
     if (strcmp(c.ref_policy, "previous") != 0 && strcmp(c.ref_policy, "original") != 0)
@@ -1254,74 +1446,59 @@ int cmd_run(int argc, char **argv) {
     c.forget10 = split_people(c.w, "forget_10", &c.n_forget10);
     c.retain90 = split_people(c.w, "retain_90", &c.n_retain90);
 
-    /* 1: the base models */
+    /* 1: pre-training, then the celebrities base_pt knows (the oracle_pt excludes the
+     * forget group) */
     int rc = 0;
-    if (!(c.h_pt = stage_train(&c, "base_pt", STAGE_PT, NULL, c.h_data, NULL, 0))) { rc = 3; goto done; }
-    if (!(c.h_ft = stage_train(&c, "base_ft", STAGE_FT, "base_pt", c.h_pt, NULL, 0))) { rc = 3; goto done; }
-    /* both base models stay in memory for every cell */
-    c.pt = load_ckpt(&c, "base_pt");
-    c.ft = load_ckpt(&c, "base_ft");
-    stage_gates(&c);
-
-    /* 2: the celebrities base_pt knows */
+    c.h_pt = stage_train(&c, "base_pt", STAGE_PT, NULL, c.h_data, NULL, 0);
+    if (c.stopped) { rc = 3; goto done; }
+    c.pt = load_ckpt(&c, "base_pt");            /* both base models stay in memory */
     stage_celebrities(&c);
-
-    /* 3: the oracles */
-    if (need_ft(&c) && !(c.h_oft = stage_train(&c, "oracle_ft", STAGE_FT, "base_pt", c.h_pt, c.forget10, c.n_forget10))) {
-        rc = 3; goto done;
-    }
-    if (need_pt(&c) && !(c.h_opt = stage_train(&c, "oracle_pt", STAGE_PT, NULL, c.h_celebs, c.cforget, c.n_cforget))) {
-        rc = 3; goto done;
-    }
-    /* the plan is written before the cells, so `pulse report` works on a run in progress */
-    build_plan(&c);
-    if (c.nparts <= 1) write_run_json(&c);
-
-    /* 4: the cells. Oracles first: their results feed forget quality and PrivLeak. */
     /* the scratch model every cell copies its base into (same shapes for both bases) */
-    c.work = model_clone(c.ft->model);
-    if (need_ft(&c)) {
-        /* the oracle is evaluated without an oracle; the before row is compared with it */
-        EvalSpec e = spec_for(&c, "finetuned", 0);
-        e.oracle = NULL;
-        c.oracle_ft = cell_plain(&c, "finetuned-oracle", "oracle", "finetuned", NULL, "oracle_ft", c.h_oft, &e, &c.h_oft_eval);
-        e = spec_for(&c, "finetuned", 0);
-        json_free(cell_plain(&c, "finetuned-before", "before", "finetuned", c.ft->model, "base_ft", c.h_ft, &e, NULL));
-    }
-    if (need_pt(&c)) {
-        EvalSpec e = spec_for(&c, "pretrained", 0);
-        e.oracle = NULL;
-        c.oracle_pt = cell_plain(&c, "pretrained-oracle", "oracle", "pretrained", NULL, "oracle_pt", c.h_opt, &e, &c.h_opt_eval);
-        e = spec_for(&c, "pretrained", 0);
-        json_free(cell_plain(&c, "pretrained-before", "before", "pretrained", c.pt->model, "base_pt", c.h_pt, &e, NULL));
-    }
-    /* the unlearning cells: shared among --procs processes, then collected */
-    c.n_before = c.cell_i;
-    if (c.nparts > 1) {
-        run_cells(&c);                  /* a --cell-part copy: its share, then it is done */
+    c.work = model_clone(c.pt->model);
+
+    /* 2: everything after pre-training in the pool of --procs processes */
+    if (c.member) {
+        c.driver = getppid();
+        pool_run(&c, NULL, 0);                  /* a --cell-part copy: its units, then it is done */
+        if (c.stopped) rc = 3;
         goto done;
     }
     int np = procs > 0 ? (int)procs : default_procs();
     if (np > 1) {
+        claims_release(&c, 0);                  /* a killed run's claims */
+        char *cd = run_path(&c, "state/claims");
+        make_dirs(cd);
+        free(cd);
         pid_t *kids = spawn_parts(&c, argc, argv, np);
-        say(&c, "cells: computing in %d processes, one kernel thread each", np);
+        say(&c, "pool: %d processes, one kernel thread each: fine-tuning, oracles, evaluations, cells", np);
 #ifdef _OPENMP
         int threads = omp_get_max_threads();
         omp_set_num_threads(1);
 #endif
-        c.part = 0; c.nparts = np;
-        int quiet = c.quiet;
-        c.quiet = 1;                    /* the lines come in the collecting pass */
-        run_cells(&c);
-        c.quiet = quiet;
-        wait_parts(&c, kids, np);
+        pool_run(&c, kids, np);
+        reap_parts(&c, kids, np, 1);
+        free(kids);
+        claims_release(&c, 0);
 #ifdef _OPENMP
         omp_set_num_threads(threads);
 #endif
-        c.nparts = 1; c.unit = 0; c.cell_i = c.n_before;
-        list_free(&c.seen);
-        memset(&c.seen, 0, sizeof c.seen);
+        if (c.stopped) { rc = 3; goto done; }
     }
+
+    /* 3: the serial pass: with --procs 1 it computes everything; after the pool it finds
+     * every stage done, prints the progress lines and computes what a failed copy left */
+    c.h_ft = stage_train(&c, "base_ft", STAGE_FT, "base_pt", c.h_pt, NULL, 0);
+    if (c.stopped) { rc = 3; goto done; }
+    if (!c.ft) c.ft = load_ckpt(&c, "base_ft");
+    stage_gates(&c);
+    /* the oracles */
+    if (need_ft(&c)) c.h_oft = stage_train(&c, "oracle_ft", STAGE_FT, "base_pt", c.h_pt, c.forget10, c.n_forget10);
+    if (need_pt(&c) && !c.stopped) c.h_opt = stage_train(&c, "oracle_pt", STAGE_PT, NULL, c.h_celebs, c.cforget, c.n_cforget);
+    if (c.stopped) { rc = 3; goto done; }
+    /* the plan is written before the cells, so `pulse report` works on a run in progress */
+    build_plan(&c);
+    write_run_json(&c);
+    reference_cells(&c);
     run_cells(&c);
 
     /* 5: the report */
@@ -1340,6 +1517,7 @@ done:
     free(c.forget10); free(c.retain90); free(c.celebs); free(c.cforget); free(c.cretain);
     list_free(&c.methods); list_free(&c.settings); list_free(&c.seq_methods); list_free(&c.params_methods);
     list_free(&c.seen);
+    list_free(&c.pool_done);
     free(out_default); free(raw_default);
     args_free(&a);
     return rc;

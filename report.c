@@ -1461,8 +1461,8 @@ static void write_md(const Run *R, const Findings *F, Json *timing, Text *o) {
     text_puts(o, "## Hyper-parameters\n\n");
     md_hparams(o, R);
     text_puts(o, "## Time\n\nMeasured when each stage was computed (a resumed run keeps the first measurement). "
-                 "A cell stage is the sum of its cells' times, which run in several processes at once "
-                 "(`pulse run --procs`), so the total exceeds the wall time.\n\n");
+                 "A cell stage is the sum of its cells' times. Everything after base_pt runs in several processes at once, "
+                 "one kernel thread each (`pulse run --procs`), so the total exceeds the wall time.\n\n");
     md_timing(o, R, timing);
     text_puts(o, "## Files\n\n`results.csv` (one row per cell and sequential step, every column), `results.json` "
                  "(everything, with each cell's full results), `cells/<id>/` (results.json, predictions.jsonl, "
