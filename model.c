@@ -608,9 +608,8 @@ static Tensor *lin(Model *m, Tape *tp, Tensor *x, int wi, int bi, Rng *rng) {
         for (size_t i = 0; i < mask->n; i++) mask->data[i] = rng_uniform(rng) < keep ? inv : 0.0f;
         xd = op_mul(tp, x, mask);
     }
-    Tensor *z = op_linear(tp, xd, &m->lora.tA[a], NULL);     /* [.., r] */
-    z = op_linear(tp, z, &m->lora.tB[a], NULL);              /* [.., out] */
-    return op_add_scaled(tp, y, z, m->lora.scale);
+    /* y + scale (xd A^T) B^T in one op (the roundings of two op_linear and op_add_scaled) */
+    return op_lora(tp, y, xd, &m->lora.tA[a], &m->lora.tB[a], m->lora.scale);
 }
 
 /* CLIP vision tower + projector: pixels of n images -> [n * N_p, D] image features. */
@@ -1001,34 +1000,90 @@ static Range *ranges_alloc(const Model *m) {
     return xmalloc((size_t)(m->n_params + m->lora.n + 1) * sizeof(Range));
 }
 
+/* The ranges cut into chunks of at most OPT_CHUNK floats, so that elementwise passes over
+ * all trainable floats (zero-grad, clipping, AdamW) split evenly between threads in one
+ * parallel loop: chunk c is range ci[c], floats [k0[c], k0[c] + kn[c]). Elementwise: any
+ * split gives the same bytes. Returns the number of chunks; *total = floats in all. */
+enum { OPT_CHUNK = 8192 };
+typedef struct Chunks { int *ci; size_t *k0, *kn; } Chunks;
+static long chunks_make(const Range *R, int n, Chunks *c, size_t *total) {
+    long nc = 0;
+    *total = 0;
+    for (int i = 0; i < n; i++) { nc += (long)((R[i].n + OPT_CHUNK - 1) / OPT_CHUNK); *total += R[i].n; }
+    c->ci = xmalloc((size_t)(nc ? nc : 1) * sizeof(int));
+    c->k0 = xmalloc((size_t)(nc ? nc : 1) * sizeof(size_t));
+    c->kn = xmalloc((size_t)(nc ? nc : 1) * sizeof(size_t));
+    long k = 0;
+    for (int i = 0; i < n; i++)
+        for (size_t o = 0; o < R[i].n; o += OPT_CHUNK, k++) {
+            c->ci[k] = i;
+            c->k0[k] = o;
+            c->kn[k] = R[i].n - o < OPT_CHUNK ? R[i].n - o : OPT_CHUNK;
+        }
+    return nc;
+}
+static void chunks_free(Chunks *c) { free(c->ci); free(c->k0); free(c->kn); }
+/* Floats under which an optimizer pass stays on one thread. */
+#define OPT_PAR_MIN 32768
+
 void model_zero_grad(Model *m) {
     Range *R = ranges_alloc(m);
     int n = trainable_ranges(m, R);
-    for (int i = 0; i < n; i++) memset(R[i].g + R[i].off, 0, R[i].n * sizeof(float));
+    Chunks c;
+    size_t total;
+    long nc = chunks_make(R, n, &c, &total);
+    OMP(parallel for schedule(static) if (total > OPT_PAR_MIN))
+    for (long k = 0; k < nc; k++) memset(R[c.ci[k]].g + R[c.ci[k]].off + c.k0[k], 0, c.kn[k] * sizeof(float));
+    chunks_free(&c);
     free(R);
 }
 
 double model_clip_grad(Model *m, double max_norm) {
     Range *R = ranges_alloc(m);
     int n = trainable_ranges(m, R);
-    /* one partial sum per tensor (any thread), added in table order: deterministic */
+    /* one partial sum per tensor (any thread), added in table order: deterministic.
+     * The tensors, largest first, go CLIP_G at a time with their sums side by side over the
+     * common length (each still one chain over its elements in order: the same bits), so
+     * the latency of the dependent double adds overlaps. */
+    enum { CLIP_G = 8 };
     double *part = xmalloc((size_t)(n ? n : 1) * sizeof(double)), ss = 0.0;
-    OMP(parallel for schedule(dynamic) if (m->n_floats > 262144))
+    int *ord = xmalloc((size_t)(n ? n : 1) * sizeof(int));
     for (int i = 0; i < n; i++) {
-        const float *g = R[i].g + R[i].off;
-        double s = 0.0;
-        for (size_t k = 0; k < R[i].n; k++) s += (double)g[k] * g[k];
-        part[i] = s;
+        int j = i;
+        for (; j > 0 && R[ord[j - 1]].n < R[i].n; j--) ord[j] = ord[j - 1];
+        ord[j] = i;
     }
+    int ng = (n + CLIP_G - 1) / CLIP_G;
+    OMP(parallel for schedule(dynamic) if (m->n_floats > 262144))
+    for (int gi = 0; gi < ng; gi++) {
+        int t0 = gi * CLIP_G, nt = n - t0 < CLIP_G ? n - t0 : CLIP_G;
+        const float *g[CLIP_G];
+        double s[CLIP_G];
+        size_t common = R[ord[t0 + nt - 1]].n;  /* the smallest of the group */
+        for (int t = 0; t < nt; t++) { g[t] = R[ord[t0 + t]].g + R[ord[t0 + t]].off; s[t] = 0.0; }
+        if (nt < CLIP_G) common = 0;
+        for (size_t k = 0; k < common; k++)
+            for (int t = 0; t < CLIP_G; t++) s[t] += (double)g[t][k] * g[t][k];
+        for (int t = 0; t < nt; t++) {
+            for (size_t k = common; k < R[ord[t0 + t]].n; k++) s[t] += (double)g[t][k] * g[t][k];
+            part[ord[t0 + t]] = s[t];
+        }
+    }
+    free(ord);
     for (int i = 0; i < n; i++) ss += part[i];
     free(part);
     double norm = sqrt(ss);
     if (max_norm > 0.0 && norm > max_norm) {
         float f = (float)(max_norm / (norm + 1e-6));
-        for (int i = 0; i < n; i++) {
-            float *g = R[i].g + R[i].off;
-            for (size_t k = 0; k < R[i].n; k++) g[k] *= f;
+        Chunks c;
+        size_t total;
+        long nc = chunks_make(R, n, &c, &total);
+        OMP(parallel for schedule(static) if (total > OPT_PAR_MIN))
+        for (long k = 0; k < nc; k++) {
+            float *g = R[c.ci[k]].g + R[c.ci[k]].off + c.k0[k];
+            for (size_t j = 0; j < c.kn[k]; j++) g[j] *= f;
         }
+        chunks_free(&c);
     }
     free(R);
     return norm;
@@ -1063,23 +1118,26 @@ void model_adamw_step(Model *m, const AdamW *o, float lr) {
     m->opt_step++;
     double bc1 = 1.0 - pow(o->beta1, (double)m->opt_step), bc2 = 1.0 - pow(o->beta2, (double)m->opt_step);
     float step_size = (float)(lr / bc1), bc2_sqrt = (float)sqrt(bc2);
-    enum { CHUNK = 16384 };
     for (int i = 0; i < n; i++) {
         Range *r = &R[i];
         size_t total = r->w == m->w ? m->n_floats : m->lora.n_floats;
         if (!*r->m) { *r->m = xcalloc(total, sizeof(float)); *r->v = xcalloc(total, sizeof(float)); }
-        float *w = r->w + r->off, *g = r->g + r->off, *mm = *r->m + r->off, *vv = *r->v + r->off;
+    }
+    /* all ranges' chunks in one loop: elementwise, any split gives the same bytes */
+    Chunks c;
+    size_t total;
+    long nc = chunks_make(R, n, &c, &total);
+    OMP(parallel for schedule(static) if (total > OPT_PAR_MIN))
+    for (long k = 0; k < nc; k++) {
+        const Range *r = &R[c.ci[k]];
+        size_t o0 = r->off + c.k0[k];
         float rlr = r->vision ? lr * o->vision_lr_scale : lr;
         float decay = r->decay ? 1.0f - rlr * o->weight_decay : 1.0f;
         float ss = r->vision ? step_size * o->vision_lr_scale : step_size;
-        long nc = (long)((r->n + CHUNK - 1) / CHUNK);
-        /* elementwise: any split between threads gives the same bytes */
-        OMP(parallel for schedule(static) if (nc > 4))
-        for (long c = 0; c < nc; c++) {
-            size_t k0 = (size_t)c * CHUNK, kn = r->n - k0 < CHUNK ? r->n - k0 : CHUNK;
-            adamw_span(w + k0, g + k0, mm + k0, vv + k0, kn, decay, o->beta1, o->beta2, ss, bc2_sqrt, o->eps);
-        }
+        adamw_span(r->w + o0, r->g + o0, *r->m + o0, *r->v + o0, c.kn[k], decay, o->beta1, o->beta2, ss,
+                   bc2_sqrt, o->eps);
     }
+    chunks_free(&c);
     free(R);
 }
 

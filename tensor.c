@@ -47,11 +47,16 @@
 /* Work (in multiply-adds) under which a kernel stays on one thread: below this the
  * fork/join costs more than it saves (GEMM and attention use 16x this: ~10 us of work). */
 #define PAR_MIN_WORK 32768
-/* Elements under which an elementwise or row op stays on one thread. */
-#define PAR_MIN_ELEMS 65536
-/* The same for the norms: a row's statistics (double sums) cost several times an add per
- * element, so a [512, 128] activation is worth two threads. */
-#define PAR_MIN_ROW_ELEMS 16384
+/* Elements under which an elementwise or row op stays on one thread. A fork/join on
+ * threads that are still spinning from the previous region costs ~1-2 us, about what one
+ * thread needs for 8K adds; below that a second thread does not pay. */
+#define PAR_MIN_ELEMS 8192
+/* The same for the norms (a row's statistics cost several adds per element). */
+#define PAR_MIN_ROW_ELEMS 4096
+/* Rows whose per-row double sums (RMSNorm statistics) run side by side: each row's sum is
+ * still one chain over its elements in order (the same bits), but NORM_RB independent
+ * chains hide the latency of a dependent double add. */
+#define NORM_RB 8
 
 /* ----------------------------------------------------------------------------
  * Arena */
@@ -264,11 +269,25 @@ void tape_free(Tape *tp) {
     memset(tp, 0, sizeof *tp);
 }
 
+/* p[0..n) = 0, in chunks split between threads when n is large (activation grads). */
+static void zero_floats(float *p, size_t n) {
+    enum { ZCHUNK = 16384 };
+    long nc = (long)((n + ZCHUNK - 1) / ZCHUNK);
+    OMP(parallel for schedule(static) if (nc > 1))
+    for (long c = 0; c < nc; c++) {
+        size_t k0 = (size_t)c * ZCHUNK;
+        memset(p + k0, 0, (n - k0 < ZCHUNK ? n - k0 : ZCHUNK) * sizeof(float));
+    }
+}
+
 Tensor *tensor_new(Tape *tp, int ndim, const int *shape, int want_grad) {
     Tensor *t = arena_alloc(&tp->arena, sizeof *t);
     *t = tensor_wrap(NULL, NULL, ndim, shape);
     t->data = arena_alloc(&tp->arena, t->n * sizeof(float));
-    if (want_grad && tp->recording) t->grad = arena_calloc(&tp->arena, t->n * sizeof(float));
+    if (want_grad && tp->recording) {
+        t->grad = arena_alloc(&tp->arena, t->n * sizeof(float));
+        zero_floats(t->grad, t->n);
+    }
     return t;
 }
 
@@ -819,6 +838,35 @@ static void gemm_small(float *C, size_t ldc, const float *A, size_t rsa, size_t 
         }
     }
 }
+
+/* gemm_thin: C[m, VL] (row stride ldc) = (overwrite ? 0 : C) + A[m, k] B[k, VL], B rows ldb
+ * apart (a packed narrow operand, zero columns past the real ones): LoRA's rank-r products
+ * z = x A^T and dz = ds B with r <= VL, where gemm_small's NR = 2 VL columns would spend
+ * three quarters of its FMAs on padding at r = VL/2. 2 MR rows x 1 vector per block. Each
+ * element is the same single FMA chain over k as in gemm and gemm_small: the same bits. */
+#define MT (2 * MR)
+
+static inline __attribute__((always_inline)) void thin_rows(int rows, int k, const float *restrict A, size_t rsa,
+                                                            size_t csa, const float *restrict B, size_t ldb,
+                                                            float *restrict C, size_t ldc, int overwrite) {
+    vf c[MT];
+    for (int r = 0; r < rows; r++) c[r] = overwrite ? vzero() : vload(C + r * ldc);
+    for (int p = 0; p < k; p++) {
+        vf b = vload(B + (size_t)p * ldb);
+        const float *ap = A + (size_t)p * csa;
+        for (int r = 0; r < rows; r++) c[r] = vfma(vset1(ap[r * rsa]), b, c[r]);
+    }
+    for (int r = 0; r < rows; r++) vstore(C + r * ldc, c[r]);
+}
+
+static void gemm_thin(float *C, size_t ldc, const float *A, size_t rsa, size_t csa, const float *B, size_t ldb,
+                      int m, int k, int overwrite) {
+    int i0 = 0;
+    for (; i0 + MT <= m; i0 += MT)
+        thin_rows(MT, k, A + (size_t)i0 * rsa, rsa, csa, B, ldb, C + (size_t)i0 * ldc, ldc, overwrite);
+    for (; i0 < m; i0++)
+        thin_rows(1, k, A + (size_t)i0 * rsa, rsa, csa, B, ldb, C + (size_t)i0 * ldc, ldc, overwrite);
+}
 #endif /* VL */
 
 /* ----------------------------------------------------------------------------
@@ -968,6 +1016,27 @@ int kern_threads(void) {
 }
 
 /* ----------------------------------------------------------------------------
+ * Column reductions: g[j] += sum_i d[i, j] over rows in order (bias, norm weight gradients).
+ * Threads split the columns, one chunk of whole 16-float runs each (so a thread still runs
+ * several columns' chains side by side), and each g[j] is one chain over i in order: any
+ * thread count gives the same bits as the serial loop. */
+
+static int col_chunk(int N) {
+    int nth = kern_threads(), c = (N + nth - 1) / nth;
+    return (c + 15) / 16 * 16;
+}
+
+static void col_sums_acc(float *g, const float *d, int M, int N) {
+    int cw = col_chunk(N), nc = (N + cw - 1) / cw;
+    OMP(parallel for schedule(static) if ((size_t)M * N > PAR_MIN_ELEMS && nc > 1))
+    for (int c = 0; c < nc; c++) {
+        int j0 = c * cw, j1 = j0 + cw < N ? j0 + cw : N;
+        for (int i = 0; i < M; i++)
+            for (int j = j0; j < j1; j++) g[j] += d[(size_t)i * N + j];
+    }
+}
+
+/* ----------------------------------------------------------------------------
  * Linear: out[M,N] = x[M,K] W[N,K]^T + b[N] */
 
 static void linear_backward(Node *nd) {
@@ -994,9 +1063,7 @@ static void linear_backward(Node *nd) {
         if (x->grad) kern_matmul_nn_acc(x->grad, dout, W->data, M, N, K);
         if (W->grad) kern_matmul_tn_acc(W->grad, dout, x->data, M, N, K);
     }
-    if (b && b->grad)
-        for (int i = 0; i < M; i++)            /* rows in order: deterministic */
-            for (int j = 0; j < N; j++) b->grad[j] += dout[(size_t)i * N + j];
+    if (b && b->grad) col_sums_acc(b->grad, dout, M, N);
 }
 
 Tensor *op_linear(Tape *tp, Tensor *x, Tensor *W, Tensor *b) {
@@ -1017,13 +1084,20 @@ Tensor *op_linear(Tape *tp, Tensor *x, Tensor *W, Tensor *b) {
 
 static void add_backward(Node *nd) {
     const float *d = nd->out->grad;
+    float *ga = nd->in[0]->grad, *gb = nd->in[1]->grad;
     size_t n = nd->out->n;
-    /* out = a + b */
-    for (int k = 0; k < 2; k++) {
-        float *g = nd->in[k]->grad;
-        if (!g) continue;
-        OMP(parallel for if (n > PAR_MIN_ELEMS))
-        for (size_t i = 0; i < n; i++) g[i] += d[i];
+    /* out = a + b. One region; both loops split [0, n) the same way (static, same bounds),
+     * so op_add(x, x) still adds to each element twice on one thread, a's term first. */
+    OMP(parallel if (n > PAR_MIN_ELEMS))
+    {
+        if (ga) {
+            OMP(for schedule(static) nowait)
+            for (size_t i = 0; i < n; i++) ga[i] += d[i];
+        }
+        if (gb) {
+            OMP(for schedule(static) nowait)
+            for (size_t i = 0; i < n; i++) gb[i] += d[i];
+        }
     }
 }
 
@@ -1040,13 +1114,25 @@ static void mul_backward(Node *nd) {
     Tensor *a = nd->in[0], *b = nd->in[1];
     const float *d = nd->out->grad;
     /* out = a * b  ->  da += d b,  db += d a */
-    if (a->grad) for (size_t i = 0; i < a->n; i++) a->grad[i] += d[i] * b->data[i];
-    if (b->grad) for (size_t i = 0; i < b->n; i++) b->grad[i] += d[i] * a->data[i];
+    size_t n = nd->out->n;
+    OMP(parallel if (n > PAR_MIN_ELEMS))
+    {
+        if (a->grad) {
+            OMP(for schedule(static) nowait)
+            for (size_t i = 0; i < n; i++) a->grad[i] += d[i] * b->data[i];
+        }
+        /* the same split: with a == b, a's term is added first on the same thread */
+        if (b->grad) {
+            OMP(for schedule(static) nowait)
+            for (size_t i = 0; i < n; i++) b->grad[i] += d[i] * a->data[i];
+        }
+    }
 }
 
 Tensor *op_mul(Tape *tp, Tensor *a, Tensor *b) {
     CHECKF(a->n == b->n, "op_mul: %zu vs %zu elements", a->n, b->n);
     Tensor *out = new_like(tp, a, -1, wants_grad(tp, a, b, NULL));
+    OMP(parallel for if (a->n > PAR_MIN_ELEMS))
     for (size_t i = 0; i < a->n; i++) out->data[i] = a->data[i] * b->data[i];
     record(tp, mul_backward, out, a, b, NULL);
     return out;
@@ -1057,17 +1143,20 @@ static void add_bcast_backward(Node *nd) {
     const float *d = nd->out->grad;
     size_t R = b->n, nb = a->n / R;
     /* out[blk*R + r] = a[blk*R + r] + b[r]  ->  db[r] += sum over blocks, in order */
-    if (a->grad) for (size_t i = 0; i < a->n; i++) a->grad[i] += d[i];
-    if (b->grad)
-        for (size_t blk = 0; blk < nb; blk++)
-            for (size_t r = 0; r < R; r++) b->grad[r] += d[blk * R + r];
+    if (a->grad) {
+        OMP(parallel for if (a->n > PAR_MIN_ELEMS))
+        for (size_t i = 0; i < a->n; i++) a->grad[i] += d[i];
+    }
+    if (b->grad) col_sums_acc(b->grad, d, (int)nb, (int)R);
 }
 
 Tensor *op_add_bcast(Tape *tp, Tensor *a, Tensor *b) {
     CHECKF(b->n > 0 && a->n % b->n == 0, "op_add_bcast: %zu elements do not tile %zu", b->n, a->n);
     Tensor *out = new_like(tp, a, -1, wants_grad(tp, a, b, NULL));
-    size_t R = b->n;
-    for (size_t i = 0; i < a->n; i++) out->data[i] = a->data[i] + b->data[i % R];
+    size_t R = b->n, nb = a->n / R;
+    OMP(parallel for if (a->n > PAR_MIN_ELEMS))
+    for (size_t blk = 0; blk < nb; blk++)
+        for (size_t r = 0; r < R; r++) out->data[blk * R + r] = a->data[blk * R + r] + b->data[r];
     record(tp, add_bcast_backward, out, a, b, NULL);
     return out;
 }
@@ -1076,11 +1165,13 @@ static void scale_backward(Node *nd) {
     Tensor *x = nd->in[0];
     float s = nd->f[0];
     /* out = s x */
+    OMP(parallel for if (x->n > PAR_MIN_ELEMS))
     for (size_t i = 0; i < x->n; i++) x->grad[i] += s * nd->out->grad[i];
 }
 
 Tensor *op_scale(Tape *tp, Tensor *x, float s) {
     Tensor *out = new_like(tp, x, -1, wants_grad(tp, x, NULL, NULL));
+    OMP(parallel for if (x->n > PAR_MIN_ELEMS))
     for (size_t i = 0; i < x->n; i++) out->data[i] = s * x->data[i];
     Node *nd = record(tp, scale_backward, out, x, NULL, NULL);
     if (nd) nd->f[0] = s;
@@ -1093,13 +1184,16 @@ static void add_scaled_backward(Node *nd) {
     float s = nd->f[0];
     size_t n = nd->out->n;
     /* out = a + s b  ->  da += d,  db += s d */
-    if (a->grad) {
-        OMP(parallel for if (n > PAR_MIN_ELEMS))
-        for (size_t i = 0; i < n; i++) a->grad[i] += d[i];
-    }
-    if (b->grad) {
-        OMP(parallel for if (n > PAR_MIN_ELEMS))
-        for (size_t i = 0; i < n; i++) b->grad[i] += s * d[i];
+    OMP(parallel if (n > PAR_MIN_ELEMS))
+    {
+        if (a->grad) {
+            OMP(for schedule(static) nowait)
+            for (size_t i = 0; i < n; i++) a->grad[i] += d[i];
+        }
+        if (b->grad) {              /* same split as a's loop (a == b safe) */
+            OMP(for schedule(static) nowait)
+            for (size_t i = 0; i < n; i++) b->grad[i] += s * d[i];
+        }
     }
 }
 
@@ -1111,6 +1205,174 @@ Tensor *op_add_scaled(Tape *tp, Tensor *a, Tensor *b, float s) {
     for (size_t i = 0; i < a->n; i++) out->data[i] = a->data[i] + s * b->data[i];
     Node *nd = record(tp, add_scaled_backward, out, a, b, NULL);
     if (nd) nd->f[0] = s;
+    return out;
+}
+
+/* ----------------------------------------------------------------------------
+ * LoRA branch: out = y + s (x A^T) B^T, x [M, K], A [r, K], B [N, r], y [M, N].
+ * The same arithmetic as op_add_scaled(y, op_linear(op_linear(x, A), B), s), one node:
+ * z = x A^T and t = z B^T are each one FMA chain per element as in gemm, t is rounded, then
+ * out = y + (s t) rounded; backward dy += d, ds = 0 + s d (the zeroed grad of t plus s d),
+ * dz = 0 + ds B, dB += ds^T z, dx += dz A, dA += dz^T x, in that order (the order the
+ * three nodes ran in). The SIMD path runs the rank-r products through gemm_small on row
+ * blocks (or column blocks for the weight gradients) split between threads, with the
+ * narrow operands packed once and zero-padded to rpad columns: no transposed copies of the
+ * wide operands, and no [M, N] intermediate besides ds. */
+
+typedef struct LoraShape {
+    int M, K, N, r, rpad;       /* rpad: VL if r <= VL (gemm_thin), else r rounded up to NR */
+    float s;
+    int simd;                   /* path chosen at forward time */
+    float *z;                   /* [M, rpad] (SIMD, zero columns past r) or [M, r] */
+    float *dz;                  /* same layout as z */
+    float *ds;                  /* [M, N] */
+    float *tmp;                 /* reference path: t [M, N]; SIMD: B packed [N, rpad] */
+    Tensor *B;
+} LoraShape;
+
+/* Rows per task of the row-split products (a multiple of every MR). */
+#define LORA_ROWS 32
+
+static void lora_backward(Node *nd) {
+    Tensor *y = nd->in[0], *x = nd->in[1], *A = nd->in[2];
+    const LoraShape *L = nd->aux;
+    Tensor *B = L->B;
+    int M = L->M, K = L->K, N = L->N, r = L->r;
+    const float *d = nd->out->grad;
+    float s = L->s, *ds = L->ds, *dz = L->dz;
+    int need_dz = x->grad || A->grad, need_ds = need_dz || B->grad;
+    size_t n = (size_t)M * N;
+    /* out = y + s t  ->  dy += d;  dt = 0 + s d (t's grad buffer was zero) */
+    OMP(parallel if (n > PAR_MIN_ELEMS))
+    {
+        if (y->grad) {
+            OMP(for schedule(static) nowait)
+            for (size_t i = 0; i < n; i++) y->grad[i] += d[i];
+        }
+        if (need_ds) {
+            OMP(for schedule(static) nowait)
+            for (size_t i = 0; i < n; i++) ds[i] = 0.0f + s * d[i];
+        }
+    }
+    if (!need_ds) return;
+#ifdef VL
+    if (L->simd) {
+        int rp = L->rpad, nrb = (M + LORA_ROWS - 1) / LORA_ROWS;
+        int par = (double)M * r * (K + N) > 4.0 * PAR_MIN_WORK;
+        (void)par;                                      /* only read by the OMP clauses */
+        const float *Bp = L->tmp;                       /* B [N, rpad], zero-padded */
+        /* t = z B^T  ->  dz = 0 + ds B  (rows split);  dB += ds^T z  (columns of dB^T split) */
+        if (need_dz) {
+            OMP(parallel for schedule(static) if (par))
+            for (int bi = 0; bi < nrb; bi++) {
+                int i0 = bi * LORA_ROWS, mb = M - i0 < LORA_ROWS ? M - i0 : LORA_ROWS;
+                if (rp == VL) gemm_thin(dz + (size_t)i0 * rp, (size_t)rp, ds + (size_t)i0 * N, (size_t)N, 1, Bp, (size_t)rp, mb, N, 1);
+                else gemm_small(dz + (size_t)i0 * rp, (size_t)rp, ds + (size_t)i0 * N, (size_t)N, 1, Bp, (size_t)rp, 1,
+                                mb, rp, N, 1, SKIP_NONE, 0);
+            }
+        }
+        int ncb = (N + NR - 1) / NR, kcb = (K + NR - 1) / NR;
+        if (B->grad) {
+            /* dB^T [r, N] += z^T ds, in a scratch copy of dB^T (ds's space is free after this) */
+            float *dBt = L->tmp + (size_t)N * rp;
+            for (int o = 0; o < N; o++)
+                for (int j = 0; j < r; j++) dBt[(size_t)j * N + o] = B->grad[(size_t)o * r + j];
+            OMP(parallel for schedule(static) if (par && ncb > 1))
+            for (int cb = 0; cb < ncb; cb++) {
+                int c0 = cb * NR, nc = N - c0 < NR ? N - c0 : NR;
+                gemm_small(dBt + c0, (size_t)N, L->z, 1, (size_t)rp, ds + c0, (size_t)N, 1, r, nc, M, 0, SKIP_NONE, 0);
+            }
+            for (int o = 0; o < N; o++)
+                for (int j = 0; j < r; j++) B->grad[(size_t)o * r + j] = dBt[(size_t)j * N + o];
+        }
+        /* z = x A^T  ->  dx += dz A (rows split);  dA += dz^T x (columns split) */
+        if (x->grad) {
+            OMP(parallel for schedule(static) if (par))
+            for (int bi = 0; bi < nrb; bi++) {
+                int i0 = bi * LORA_ROWS, mb = M - i0 < LORA_ROWS ? M - i0 : LORA_ROWS;
+                gemm_small(x->grad + (size_t)i0 * K, (size_t)K, dz + (size_t)i0 * rp, (size_t)rp, 1, A->data,
+                           (size_t)K, 1, mb, K, r, 0, SKIP_NONE, 0);
+            }
+        }
+        if (A->grad) {
+            OMP(parallel for schedule(static) if (par && kcb > 1))
+            for (int cb = 0; cb < kcb; cb++) {
+                int c0 = cb * NR, nc = K - c0 < NR ? K - c0 : NR;
+                gemm_small(A->grad + c0, (size_t)K, dz, 1, (size_t)rp, x->data + c0, (size_t)K, 1, r, nc, M, 0,
+                           SKIP_NONE, 0);
+            }
+        }
+        return;
+    }
+#endif
+    /* reference: the three nodes' backwards, in their order */
+    if (need_dz) {
+        memset(dz, 0, (size_t)M * r * sizeof(float));
+        kern_matmul_nn_acc(dz, ds, B->data, M, N, r);
+    }
+    if (B->grad) kern_matmul_tn_acc(B->grad, ds, L->z, M, N, r);
+    if (x->grad) kern_matmul_nn_acc(x->grad, dz, A->data, M, r, K);
+    if (A->grad) kern_matmul_tn_acc(A->grad, dz, x->data, M, r, K);
+}
+
+Tensor *op_lora(Tape *tp, Tensor *y, Tensor *x, Tensor *A, Tensor *B, float s) {
+    CHECKF(A->ndim == 2 && B->ndim == 2 && B->shape[1] == A->shape[0], "op_lora: A [r, K] and B [N, r] expected");
+    int r = A->shape[0], K = A->shape[1], N = B->shape[0], M = (int)tensor_rows(x);
+    CHECKF(tensor_cols(x) == K && tensor_cols(y) == N && tensor_rows(y) == (size_t)M,
+           "op_lora: x [%d, %d], y [%zu, %d] vs A [%d, %d], B [%d, %d]", M, tensor_cols(x), tensor_rows(y),
+           tensor_cols(y), r, K, N, r);
+    int grad = wants_grad(tp, y, x, A) || wants_grad(tp, B, NULL, NULL);
+    Tensor *out = new_like(tp, y, -1, grad);
+    LoraShape L = {M, K, N, r, r, s, 0, NULL, NULL, NULL, NULL, B};
+#ifdef VL
+    L.simd = !use_ref;
+    if (L.simd) L.rpad = r <= VL ? VL : (r + NR - 1) / NR * NR;
+#endif
+    int rp = L.rpad;
+    L.z = arena_alloc(&tp->arena, (size_t)M * rp * sizeof(float));
+    if (grad) {
+        L.dz = arena_alloc(&tp->arena, (size_t)M * rp * sizeof(float));
+        L.ds = arena_alloc(&tp->arena, (size_t)M * N * sizeof(float));
+    }
+    size_t n = (size_t)M * N;
+#ifdef VL
+    if (L.simd) {
+        /* A^T [K, rpad] and B^T [r, N] packed for the forward, B [N, rpad] for dz = ds B;
+         * then room for dB^T [r, N] */
+        float *At = arena_alloc(&tp->arena, (size_t)K * rp * sizeof(float));
+        float *Bt = arena_alloc(&tp->arena, (size_t)r * N * sizeof(float));
+        L.tmp = arena_alloc(&tp->arena, ((size_t)N * rp + (size_t)r * N) * sizeof(float));
+        for (int k = 0; k < K; k++)
+            for (int j = 0; j < rp; j++) At[(size_t)k * rp + j] = j < r ? A->data[(size_t)j * K + k] : 0.0f;
+        for (int j = 0; j < r; j++)
+            for (int o = 0; o < N; o++) Bt[(size_t)j * N + o] = B->data[(size_t)o * r + j];
+        for (int o = 0; o < N; o++)
+            for (int j = 0; j < rp; j++) L.tmp[(size_t)o * rp + j] = j < r ? B->data[(size_t)o * r + j] : 0.0f;
+        int nrb = (M + LORA_ROWS - 1) / LORA_ROWS;
+        /* per row block: z = x A^T (padded columns come out +0), t = z B^T into out, then
+         * out = y + s t: rows are independent, so any split gives the same bits */
+        OMP(parallel for schedule(static) if ((double)M * r * (K + N) > 4.0 * PAR_MIN_WORK))
+        for (int bi = 0; bi < nrb; bi++) {
+            int i0 = bi * LORA_ROWS, mb = M - i0 < LORA_ROWS ? M - i0 : LORA_ROWS;
+            float *zb = L.z + (size_t)i0 * rp, *ob = out->data + (size_t)i0 * N;
+            const float *yb = y->data + (size_t)i0 * N;
+            if (rp == VL) gemm_thin(zb, (size_t)rp, x->data + (size_t)i0 * K, (size_t)K, 1, At, (size_t)rp, mb, K, 1);
+            else gemm_small(zb, (size_t)rp, x->data + (size_t)i0 * K, (size_t)K, 1, At, (size_t)rp, 1, mb, rp, K, 1,
+                            SKIP_NONE, 0);
+            gemm_small(ob, (size_t)N, zb, (size_t)rp, 1, Bt, (size_t)N, 1, mb, N, r, 1, SKIP_NONE, 0);
+            for (size_t i = 0; i < (size_t)mb * N; i++) ob[i] = yb[i] + s * ob[i];
+        }
+    } else
+#endif
+    {
+        /* reference: op_linear(x, A), op_linear(z, B), op_add_scaled */
+        L.tmp = arena_alloc(&tp->arena, n * sizeof(float));
+        kern_matmul_nt(L.z, x->data, A->data, NULL, M, r, K);
+        kern_matmul_nt(L.tmp, L.z, B->data, NULL, M, N, r);
+        for (size_t i = 0; i < n; i++) out->data[i] = y->data[i] + s * L.tmp[i];
+    }
+    Node *nd = record(tp, lora_backward, out, y, x, A);
+    if (nd) nd->aux = arena_copy(tp, &L, sizeof L);
     return out;
 }
 
@@ -1239,11 +1501,18 @@ static void layernorm_backward(Node *nd) {
             }
         }
     }
-    /* dw += sum_r dout * xhat, db += sum_r dout: rows in order (serial, deterministic) */
-    for (int r = 0; r < R && (w->grad || (b && b->grad)); r++) {
-        const float *xr = x->data + (size_t)r * D, *dr = dout + (size_t)r * D;
-        if (w->grad) for (int i = 0; i < D; i++) w->grad[i] += dr[i] * ((xr[i] - mean[r]) * rstd[r]);
-        if (b && b->grad) for (int i = 0; i < D; i++) b->grad[i] += dr[i];
+    /* dw += sum_r dout * xhat, db += sum_r dout: rows in order; threads split the columns */
+    int cw = col_chunk(D), nc = (D + cw - 1) / cw;
+    if (w->grad || (b && b->grad)) {
+        OMP(parallel for schedule(static) if ((size_t)R * D > PAR_MIN_ROW_ELEMS && nc > 1))
+        for (int c = 0; c < nc; c++) {
+            int i0 = c * cw, i1 = i0 + cw < D ? i0 + cw : D;
+            for (int r = 0; r < R; r++) {
+                const float *xr = x->data + (size_t)r * D, *dr = dout + (size_t)r * D;
+                if (w->grad) for (int i = i0; i < i1; i++) w->grad[i] += dr[i] * ((xr[i] - mean[r]) * rstd[r]);
+                if (b && b->grad) for (int i = i0; i < i1; i++) b->grad[i] += dr[i];
+            }
+        }
     }
 }
 
@@ -1288,12 +1557,18 @@ static void rmsnorm_backward(Node *nd) {
                 gx[i] += rstd[r] * (float)(dr[i] * w->data[i] - xr[i] * rstd[r] * m2);
         }
     }
-    /* dw += sum_r dout * xhat: rows in order (serial, deterministic) */
-    if (w->grad)
-        for (int r = 0; r < R; r++) {
-            const float *xr = x->data + (size_t)r * D, *dr = dout + (size_t)r * D;
-            for (int i = 0; i < D; i++) w->grad[i] += dr[i] * (xr[i] * rstd[r]);
+    /* dw += sum_r dout * xhat: rows in order; threads split the columns */
+    int cw = col_chunk(D), nc = (D + cw - 1) / cw;
+    if (w->grad) {
+        OMP(parallel for schedule(static) if ((size_t)R * D > PAR_MIN_ROW_ELEMS && nc > 1))
+        for (int c = 0; c < nc; c++) {
+            int i0 = c * cw, i1 = i0 + cw < D ? i0 + cw : D;
+            for (int r = 0; r < R; r++) {
+                const float *xr = x->data + (size_t)r * D, *dr = dout + (size_t)r * D;
+                for (int i = i0; i < i1; i++) w->grad[i] += dr[i] * (xr[i] * rstd[r]);
+            }
         }
+    }
 }
 
 Tensor *op_rmsnorm(Tape *tp, Tensor *x, Tensor *w, float eps) {
@@ -1301,15 +1576,25 @@ Tensor *op_rmsnorm(Tape *tp, Tensor *x, Tensor *w, float eps) {
     CHECKF((int)w->n == D, "op_rmsnorm: w must have %d elements", D);
     Tensor *out = new_like(tp, x, -1, wants_grad(tp, x, w, NULL));
     float *rstd = arena_alloc(&tp->arena, (size_t)R * sizeof(float));
-    OMP(parallel for if ((size_t)R * D > PAR_MIN_ROW_ELEMS))
-    for (int r = 0; r < R; r++) {
-        const float *xr = x->data + (size_t)r * D;
-        float *yr = out->data + (size_t)r * D;
-        double s2 = 0;
-        for (int i = 0; i < D; i++) s2 += (double)xr[i] * xr[i];
-        rstd[r] = (float)(1.0 / sqrt(s2 / D + eps));
-        /* HF order: (x * rstd) then * w */
-        for (int i = 0; i < D; i++) yr[i] = w->data[i] * (xr[i] * rstd[r]);
+    OMP(parallel for schedule(static) if ((size_t)R * D > PAR_MIN_ROW_ELEMS))
+    for (int r0 = 0; r0 < R; r0 += NORM_RB) {
+        int nr = R - r0 < NORM_RB ? R - r0 : NORM_RB;
+        const float *xb = x->data + (size_t)r0 * D;
+        double s2[NORM_RB] = {0};
+        if (nr == NORM_RB)                  /* NORM_RB chains side by side, each over i in order */
+            for (int i = 0; i < D; i++)
+                for (int k = 0; k < NORM_RB; k++) s2[k] += (double)xb[(size_t)k * D + i] * xb[(size_t)k * D + i];
+        else
+            for (int k = 0; k < nr; k++)
+                for (int i = 0; i < D; i++) s2[k] += (double)xb[(size_t)k * D + i] * xb[(size_t)k * D + i];
+        for (int k = 0; k < nr; k++) {
+            int r = r0 + k;
+            const float *xr = xb + (size_t)k * D;
+            float *yr = out->data + (size_t)r * D;
+            rstd[r] = (float)(1.0 / sqrt(s2[k] / D + eps));
+            /* HF order: (x * rstd) then * w */
+            for (int i = 0; i < D; i++) yr[i] = w->data[i] * (xr[i] * rstd[r]);
+        }
     }
     Node *nd = record(tp, rmsnorm_backward, out, x, w, NULL);
     if (nd) { nd->saved = rstd; nd->i[0] = R; nd->i[1] = D; }
@@ -1466,18 +1751,21 @@ static void rope_apply(float *out, const float *x, const float *cs, int B, int T
                        float dir, int accumulate) {
     int h2 = hd / 2;
     const float *sn = cs + (size_t)T * h2;
-    for (int b = 0; b < B; b++)
-        for (int t = 0; t < T; t++)
-            for (int h = 0; h < H; h++) {
-                size_t o = (((size_t)b * T + t) * H + h) * hd;
-                const float *c = cs + (size_t)t * h2, *s = sn + (size_t)t * h2;
-                for (int i = 0; i < h2; i++) {
-                    float x1 = x[o + i], x2 = x[o + h2 + i], si = dir * s[i];
-                    float y1 = x1 * c[i] - x2 * si, y2 = x2 * c[i] + x1 * si;
-                    if (accumulate) { out[o + i] += y1; out[o + h2 + i] += y2; }
-                    else { out[o + i] = y1; out[o + h2 + i] = y2; }
-                }
+    /* (b, t) rows in parallel: each element is written by one thread */
+    OMP(parallel for if ((size_t)B * T * H * hd > PAR_MIN_ELEMS))
+    for (int bt = 0; bt < B * T; bt++) {
+        int t = bt % T;
+        const float *c = cs + (size_t)t * h2, *s = sn + (size_t)t * h2;
+        for (int h = 0; h < H; h++) {
+            size_t o = ((size_t)bt * H + h) * hd;
+            for (int i = 0; i < h2; i++) {
+                float x1 = x[o + i], x2 = x[o + h2 + i], si = dir * s[i];
+                float y1 = x1 * c[i] - x2 * si, y2 = x2 * c[i] + x1 * si;
+                if (accumulate) { out[o + i] += y1; out[o + h2 + i] += y2; }
+                else { out[o + i] = y1; out[o + h2 + i] = y2; }
             }
+        }
+    }
 }
 
 static void rope_backward(Node *nd) {

@@ -117,6 +117,11 @@ Tensor *op_scale(Tape *tp, Tensor *x, float s);
 /* y = a + s b (same n): op_add(a, op_scale(b, s)) in one pass, with the same roundings
  * (LoRA's y + (alpha/r) z). */
 Tensor *op_add_scaled(Tape *tp, Tensor *a, Tensor *b, float s);
+/* A LoRA branch added to a linear's output: y + s (x A^T) B^T, x [.., K], A [r, K], B [N, r],
+ * y [.., N] (same rows as x). The same values and gradients, bit for bit, as
+ * op_add_scaled(y, op_linear(op_linear(x, A, NULL), B, NULL), s), in one node whose rank-r
+ * products split between threads. */
+Tensor *op_lora(Tape *tp, Tensor *y, Tensor *x, Tensor *A, Tensor *B, float s);
 /* rows of W [V, D] picked by ids[0..n) -> [n, D] (output shape set to out_ndim/out_shape
  * whose product of leading dims is n and whose last dim is D, e.g. {B, T, D}; pass
  * out_ndim = 0 for [n, D]). ids in [0, V). */

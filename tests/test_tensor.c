@@ -659,6 +659,62 @@ static void test_threads(void) {
 #endif
 }
 
+/* op_lora == op_add_scaled(y, op_linear(op_linear(x, A), B), s), bit for bit: the output
+ * and every gradient (y, x, A, B), for ranks below, at and above one vector, and rows
+ * enough to split between threads (every thread count the build has). */
+static void test_lora_fused(void) {
+    static const int cfg[][4] = {{7, 12, 10, 3}, {300, 128, 128, 16}, {130, 64, 352, 8}, {65, 40, 24, 33}};
+    int nthr = 1;
+#ifdef _OPENMP
+    int saved = omp_get_max_threads();
+    nthr = 2;
+#endif
+    Tape tp;
+    tape_init(&tp, 1 << 20);
+    for (int c = 0; c < 4; c++) {
+        int M = cfg[c][0], K = cfg[c][1], N = cfg[c][2], r = cfg[c][3];
+        Tensor y = make_input(2, (int[]){M, N}, 1), x = make_input(2, (int[]){M, K}, 1);
+        Tensor A = make_input(2, (int[]){r, K}, 1), B = make_input(2, (int[]){N, r}, 1);
+        float *R = xmalloc((size_t)M * N * sizeof *R);
+        fill_normal(R, (size_t)M * N, 1.0f);
+        Tensor *ps[4] = {&y, &x, &A, &B};
+        float *out[2], *g[2][4];
+        int same = 1;
+        for (int t = 0; t < nthr; t++) {
+#ifdef _OPENMP
+            omp_set_num_threads(t + 1);
+#endif
+            for (int way = 0; way < 2; way++) {
+                for (int i = 0; i < 4; i++) memset(ps[i]->grad, 0, ps[i]->n * sizeof(float));
+                Tensor *o = way ? op_lora(&tp, &y, &x, &A, &B, 0.375f)
+                                : op_add_scaled(&tp, &y, op_linear(&tp, op_linear(&tp, &x, &A, NULL), &B, NULL), 0.375f);
+                out[way] = xmalloc(o->n * sizeof(float));
+                memcpy(out[way], o->data, o->n * sizeof(float));
+                Tensor *l = op_sum(&tp, op_mul(&tp, o, tensor_const(&tp, 2, (int[]){M, N}, R)));
+                tape_backward(&tp, l);
+                for (int i = 0; i < 4; i++) {
+                    g[way][i] = xmalloc(ps[i]->n * sizeof(float));
+                    memcpy(g[way][i], ps[i]->grad, ps[i]->n * sizeof(float));
+                }
+                tape_reset(&tp);
+            }
+            same &= memcmp(out[0], out[1], (size_t)M * N * sizeof(float)) == 0;
+            for (int i = 0; i < 4; i++) same &= memcmp(g[0][i], g[1][i], ps[i]->n * sizeof(float)) == 0;
+            for (int w = 0; w < 2; w++) {
+                free(out[w]);
+                for (int i = 0; i < 4; i++) free(g[w][i]);
+            }
+        }
+        TEST(same, "lora %dx%d -> %d, r = %d: fused == three ops, values and grads bit for bit", M, K, N, r);
+        free(R);
+        for (int i = 0; i < 4; i++) free_input(ps[i]);
+    }
+    tape_free(&tp);
+#ifdef _OPENMP
+    omp_set_num_threads(saved);
+#endif
+}
+
 int main(int argc, char **argv) {
 #ifdef _OPENMP
     /* libgomp reads OMP_WAIT_POLICY once, when it loads. With its default (spin first), a
@@ -680,5 +736,6 @@ int main(int argc, char **argv) {
     test_kernels_vs_ref();
     test_graph_vs_ref();
     test_threads();
+    test_lora_fused();
     return test_summary();
 }
