@@ -1450,7 +1450,9 @@ Json *eval_run(Model *m, const Tokenizer *tok, const World *w, const EvalOptions
         EvalSource src = s == EVAL_SET_TEST ? EVAL_TEST : s == EVAL_SET_GENBENCH ? EVAL_GENBENCH : EVAL_PROFILE;
         ctx_add(&c, (EvalSet)s, src, sp.p[s], sp.n[s]);
     }
+    model_decode_pack(m);       /* the weights stay fixed for the whole evaluation */
     ctx_run(&c);
+    model_decode_unpack(m);
 
     /* 2. results.json: provenance, settings, aggregates, oracle comparisons, per-item */
     Json *res = json_new_object();
@@ -1525,7 +1527,9 @@ void eval_person_accuracy(Model *m, const Tokenizer *tok, const World *w, const 
     Ctx c;
     ctx_init(&c, m, tok, w, tasks, max_new > 0 ? max_new : 50, 64, 0.4, 1);
     ctx_add(&c, EVAL_SET_FORGET, EVAL_PROFILE, people, n);
+    model_decode_pack(m);       /* the weights stay fixed for the whole evaluation */
     ctx_run(&c);
+    model_decode_unpack(m);
     static const int ks[3] = {M_MC, M_MCLL, M_CLOZE};
     for (int i = 0; i < n; i++) {
         long hit = 0, tot = 0;

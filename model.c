@@ -415,6 +415,7 @@ void model_free(Model *m) {
     if (!m) return;
     lora_free_blocks(&m->lora);
     if (m->infer) { tape_free(m->infer); free(m->infer); }
+    model_decode_unpack(m);
     free(m->params); free(m->w); free(m->g); free(m->m); free(m->v);
     free(m->t); free(m->vl); free(m->tl);
     free(m);
@@ -1211,10 +1212,44 @@ typedef struct DecodeBuf {
 } DecodeBuf;
 
 /* out [n, N] = x W^T (+ b) (+ scale B(A x)): the same arithmetic as lin() on the tape. */
+void model_decode_unpack(Model *m) {
+    free(m->dpack); free(m->dpack_off);
+    m->dpack = NULL; m->dpack_off = NULL;
+}
+
+void model_decode_pack(Model *m) {
+    model_decode_unpack(m);
+    m->dpack_off = xmalloc((size_t)m->n_params * sizeof *m->dpack_off);
+    for (int i = 0; i < m->n_params; i++) m->dpack_off[i] = SIZE_MAX;
+    /* the linears lin_infer multiplies by: every layer's q k v o gate up down, lm_head */
+    int n = 0, *ids = xmalloc(((size_t)7 * m->cfg.num_hidden_layers + 1) * sizeof *ids);
+    for (int l = 0; l < m->cfg.num_hidden_layers; l++) {
+        const TextLayer *Ly = &m->tl[l];
+        int li[7] = {Ly->q, Ly->k, Ly->v, Ly->o, Ly->gate, Ly->up, Ly->down};
+        for (int j = 0; j < 7; j++) ids[n++] = li[j];
+    }
+    ids[n++] = m->lm_head;
+    size_t total = 0;
+    for (int j = 0; j < n; j++) {
+        const ParamInfo *p = &m->params[ids[j]];
+        if (m->dpack_off[ids[j]] != SIZE_MAX) continue;
+        m->dpack_off[ids[j]] = total;
+        total += kern_packed_floats(p->shape[0], p->shape[1]);
+    }
+    m->dpack = xmalloc((total + 1) * sizeof *m->dpack);
+    for (int j = 0; j < n; j++) {
+        const ParamInfo *p = &m->params[ids[j]];
+        kern_pack_nt(m->dpack + m->dpack_off[ids[j]], m->w + p->offset, p->shape[0], p->shape[1]);
+    }
+    free(ids);
+}
+
 static void lin_infer(const Model *m, float *out, const float *x, int n, int wi, int bi, DecodeBuf *s) {
     const ParamInfo *p = &m->params[wi];
     int N = p->shape[0], K = p->shape[1];
-    kern_matmul_nt(out, x, m->w + p->offset, bi >= 0 ? m->w + m->params[bi].offset : NULL, n, N, K);
+    const float *W = m->w + p->offset, *b = bi >= 0 ? m->w + m->params[bi].offset : NULL;
+    if (m->dpack && m->dpack_off[wi] != SIZE_MAX) kern_matmul_nt_packed(out, x, W, m->dpack + m->dpack_off[wi], b, n, N, K);
+    else kern_matmul_nt(out, x, W, b, n, N, K);
     int a = m->lora.attached ? m->lora.by_param[wi] : -1;
     if (a < 0) return;
     const LoraModule *md = &m->lora.mod[a];
@@ -1235,13 +1270,23 @@ static void rmsnorm_rows(float *y, const float *x, const float *w, int n, int D,
     }
 }
 
-/* RoPE of one position on H heads of hd: as op_rope (float inv_freq and angle). */
-static void rope_vec(float *x, int H, int hd, int pos, float theta) {
+/* RoPE's cos and sin of one position, cs[0..h2) and cs[h2..hd): as op_rope (float
+ * inv_freq and angle). */
+static void rope_table(float *cs, int hd, int pos, float theta) {
     int h2 = hd / 2;
     for (int i = 0; i < h2; i++) {
         float inv_freq = (float)(1.0 / pow((double)theta, (double)(2 * i) / hd));
         float ang = (float)pos * inv_freq;
-        float c = (float)cos((double)ang), s = (float)sin((double)ang);
+        cs[i] = (float)cos((double)ang);
+        cs[h2 + i] = (float)sin((double)ang);
+    }
+}
+
+/* RoPE of one position (its rope_table) on H heads of hd. */
+static void rope_vec(float *x, int H, int hd, const float *cs) {
+    int h2 = hd / 2;
+    for (int i = 0; i < h2; i++) {
+        float c = cs[i], s = cs[h2 + i];
         for (int h = 0; h < H; h++) {
             float *v = x + (size_t)h * hd;
             float x1 = v[i], x2 = v[h2 + i];
@@ -1276,6 +1321,9 @@ void model_decode_step(Model *m, KvCache *kv, const int *rows, const int *tokens
         memcpy(s.x + (size_t)i * D, m->w + m->params[m->embed].offset + (size_t)tokens[i] * D, (size_t)D * sizeof(float));
     }
     float scale = 1.0f / sqrtf((float)hd);
+    /* every layer rotates row i's query and key by the same position */
+    float *rope = xmalloc((size_t)n * hd * sizeof *rope);
+    for (int i = 0; i < n; i++) rope_table(rope + (size_t)i * hd, hd, kv->len[rows[i]], (float)c->rope_theta);
     for (int l = 0; l < c->num_hidden_layers; l++) {
         const TextLayer *Ly = &m->tl[l];
         rmsnorm_rows(s.h, s.x, m->w + m->params[Ly->ln_in].offset, n, D, (float)c->rms_norm_eps);
@@ -1284,8 +1332,8 @@ void model_decode_step(Model *m, KvCache *kv, const int *rows, const int *tokens
         lin_infer(m, s.v, s.h, n, Ly->v, -1, &s);
         for (int i = 0; i < n; i++) {
             int pos = kv->len[rows[i]];
-            rope_vec(s.q + (size_t)i * D, H, hd, pos, (float)c->rope_theta);
-            rope_vec(s.k + (size_t)i * kvd, Hkv, hd, pos, (float)c->rope_theta);
+            rope_vec(s.q + (size_t)i * D, H, hd, rope + (size_t)i * hd);
+            rope_vec(s.k + (size_t)i * kvd, Hkv, hd, rope + (size_t)i * hd);
             for (int g = 0; g < Hkv; g++) {
                 float *kt = kv->k + kv_head(kv, l, rows[i], g), *vv = kv->v + kv_head(kv, l, rows[i], g);
                 for (int d = 0; d < hd; d++) kt[(size_t)d * kv->cap + pos] = s.k[(size_t)i * kvd + g * hd + d];
@@ -1340,7 +1388,7 @@ void model_decode_step(Model *m, KvCache *kv, const int *rows, const int *tokens
     rmsnorm_rows(s.h, s.x, m->w + m->params[m->norm].offset, n, D, (float)c->rms_norm_eps);
     lin_infer(m, logits, s.h, n, m->lm_head, -1, &s);
     for (int i = 0; i < n; i++) kv->len[rows[i]]++;
-    free(buf); free(scores);
+    free(buf); free(scores); free(rope);
 }
 
 static int argmax_row(const float *z, int V) {

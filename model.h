@@ -158,6 +158,9 @@ typedef struct Model {
     TextLayer *tl;
     Lora lora;
     Tape *infer;                /* inference arena (recording off), created on first use */
+    float *dpack;               /* the decoder's weights packed for model_decode_step
+                                   (model_decode_pack), NULL when not packed */
+    size_t *dpack_off;          /* [n_params]: offset in dpack, SIZE_MAX if not packed */
 } Model;
 
 /* A model with config c, parameters zero (call model_init or load weights). */
@@ -173,6 +176,12 @@ void model_free(Model *m);
 Model *model_clone(const Model *m);
 /* Copies src's weights (and adapter weights) into dst of the same shape. */
 void model_copy_weights(Model *dst, const Model *src);
+/* Packs the decoder's linear weights once for model_decode_step (~8% of an evaluation is
+ * packing them again every step otherwise); same results. The packed copy is only valid
+ * while the weights do not change: pack before a stretch of decoding with fixed weights
+ * (eval_run does), unpack after. Packing again replaces the copy. */
+void model_decode_pack(Model *m);
+void model_decode_unpack(Model *m);
 /* Index of a parameter by HF name, or -1. */
 int model_find_param(const Model *m, const char *name);
 /* Number of base parameters (floats) and of trainable ones under the current mode. */

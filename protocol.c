@@ -399,6 +399,14 @@ static uint64_t stage_train(Ctx *c, const char *name, int stage, const char *bas
     h = h_int(h, r.schedule); h = h_dbl(h, r.weight_decay); h = h_dbl(h, r.clip); h = h_int(h, r.mode);
     h = h_int(h, r.lora_r); h = h_dbl(h, r.lora_alpha); h = h_str(h, r.lora_targets); h = h_dbl(h, r.replay);
     h = h_dbl(h, r.vision_lr); h = h_int(h, r.mc_repeat);
+    if (!base) {
+        /* from scratch: the preset's model */
+        LlavaConfig mc = train_model_config(c->preset->name, c->preset->vocab_size);
+        int sz[] = {mc.hidden_size, mc.intermediate_size, mc.num_hidden_layers, mc.num_attention_heads,
+                    mc.num_key_value_heads, mc.v_hidden_size, mc.v_intermediate_size, mc.v_num_hidden_layers,
+                    mc.v_num_attention_heads, mc.image_size, mc.patch_size};
+        h = h_ints(h, sz, (int)(sizeof sz / sizeof sz[0]));
+    }
     h = h_int(h, (long long)c->seed);
     h = h_ints(h, exclude, n_exclude);
     if (pool_skip(c, name)) return h;

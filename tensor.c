@@ -681,9 +681,32 @@ static void gemm_narrow(float *C, size_t ldc, const float *A, size_t rsa, size_t
 
 /* C = bias + A B (overwrite) or C += A B; C rows ldc apart. allow_par = 0 when called
  * from inside a parallel task (attention): then it runs on the calling thread. */
+/* B (k x n, strides rsb, csb) packed as gemm packs it: for each K block, its NR-column
+ * panels [kc][NR], zero-padded; k * npad floats. */
+static void pack_b_all(float *Bp, const float *B, size_t rsb, size_t csb, int n, int k) {
+    int npad = (n + NR - 1) / NR * NR, nb = k_blocks(k), np = npad / NR;
+    for (int b = 0; b < nb; b++) {
+        int k0 = k_block_start(k, nb, b), kc = k_block_start(k, nb, b + 1) - k0;
+        for (int jp = 0; jp < np; jp++)
+            pack_b(Bp + (size_t)k0 * npad + (size_t)jp * kc * NR, B, rsb, csb, k0, kc, jp * NR,
+                   n - jp * NR < NR ? n - jp * NR : NR);
+    }
+}
+
+static void gemm_with(float *C, size_t ldc, const float *A, size_t rsa, size_t csa, const float *B,
+                      size_t rsb, size_t csb, int m, int n, int k, int overwrite, const float *bias,
+                      int allow_par, const float *prepacked);
+
 static void gemm(float *C, size_t ldc, const float *A, size_t rsa, size_t csa, const float *B,
                  size_t rsb, size_t csb, int m, int n, int k, int overwrite, const float *bias,
                  int allow_par) {
+    gemm_with(C, ldc, A, rsa, csa, B, rsb, csb, m, n, k, overwrite, bias, allow_par, NULL);
+}
+
+/* gemm, with B already packed (pack_b_all) when prepacked is not NULL. */
+static void gemm_with(float *C, size_t ldc, const float *A, size_t rsa, size_t csa, const float *B,
+                      size_t rsb, size_t csb, int m, int n, int k, int overwrite, const float *bias,
+                      int allow_par, const float *prepacked) {
     if (m <= 0 || n <= 0) return;
     if (k <= 0) {                   /* empty sum */
         if (overwrite)
@@ -696,15 +719,15 @@ static void gemm(float *C, size_t ldc, const float *A, size_t rsa, size_t csa, c
         return;
     }
     int npad = (n + NR - 1) / NR * NR, nb = k_blocks(k), np = npad / NR;
-    size_t need = (size_t)k * npad + npad;  /* packed B, then the padded init row */
+    size_t need = (prepacked ? 0 : (size_t)k * npad) + npad;  /* packed B, then the padded init row */
     if (need > bpack_cap) {
         free(bpack);
         bpack = xmalloc(need * sizeof(float));
         bpack_cap = need;
     }
-    float *Bp = bpack, *init = NULL;
+    float *Bp = prepacked ? (float *)prepacked : bpack, *init = NULL;
     if (overwrite) {
-        init = bpack + (size_t)k * npad;
+        init = bpack + (prepacked ? 0 : (size_t)k * npad);
         for (int j = 0; j < npad; j++) init[j] = bias && j < n ? bias[j] : 0.0f;
     }
     /* Task size: MC x NC, halved (in whole microtiles) until there are a few tasks per
@@ -719,12 +742,7 @@ static void gemm(float *C, size_t ldc, const float *A, size_t rsa, size_t csa, c
     int tm = (m + mc - 1) / mc, tn = (n + nc - 1) / nc;
     par = par && tm * tn > 1;
     if (!par) {
-        for (int b = 0; b < nb; b++) {
-            int k0 = k_block_start(k, nb, b), kc = k_block_start(k, nb, b + 1) - k0;
-            for (int jp = 0; jp < np; jp++)
-                pack_b(Bp + (size_t)k0 * npad + (size_t)jp * kc * NR, B, rsb, csb, k0, kc, jp * NR,
-                       n - jp * NR < NR ? n - jp * NR : NR);
-        }
+        if (!prepacked) pack_b_all(Bp, B, rsb, csb, n, k);
         for (int t = 0; t < tm * tn; t++)
             gemm_task(C, ldc, A, rsa, csa, Bp, init, m, n, k, (t / tn) * mc, (t % tn) * nc, mc, nc);
         return;
@@ -733,7 +751,7 @@ static void gemm(float *C, size_t ldc, const float *A, size_t rsa, size_t csa, c
     {
         /* pack B, one (K block, panel) per iteration; the loop's barrier publishes it */
         OMP(for schedule(static))
-        for (int t = 0; t < nb * np; t++) {
+        for (int t = 0; t < (prepacked ? 0 : nb * np); t++) {
             int b = t / np, jp = t % np;
             int k0 = k_block_start(k, nb, b), kc = k_block_start(k, nb, b + 1) - k0;
             pack_b(Bp + (size_t)k0 * npad + (size_t)jp * kc * NR, B, rsb, csb, k0, kc, jp * NR,
@@ -956,6 +974,21 @@ void kern_matmul_nt(float *out, const float *x, const float *W, const float *b, 
     gemm(out, (size_t)N, x, (size_t)K, 1, W, 1, (size_t)K, M, N, K, 1, b, 1);
 }
 
+/* gemm packs W (nt: rsb 1, csb K) unless it takes the narrow path or the sum is empty. */
+static int nt_packs(int M, int N, int K) { return M > 0 && N > 0 && K > 0 && !(N <= NR / 2 && M >= 2 * NR); }
+
+size_t kern_packed_floats(int N, int K) { return (size_t)K * ((N + NR - 1) / NR * NR); }
+
+void kern_pack_nt(float *Wp, const float *W, int N, int K) {
+    if (N > 0 && K > 0) pack_b_all(Wp, W, 1, (size_t)K, N, K);
+}
+
+void kern_matmul_nt_packed(float *out, const float *x, const float *W, const float *Wp, const float *b, int M, int N,
+                           int K) {
+    if (use_ref || !nt_packs(M, N, K)) { kern_matmul_nt(out, x, W, b, M, N, K); return; }
+    gemm_with(out, (size_t)N, x, (size_t)K, 1, W, 1, (size_t)K, M, N, K, 1, b, 1, Wp);
+}
+
 void kern_matmul_nn_acc(float *dx, const float *dy, const float *W, int M, int N, int K) {
     if (use_ref) { kern_matmul_nn_acc_ref(dx, dy, W, M, N, K); return; }
     gemm(dx, (size_t)K, dy, (size_t)N, 1, W, (size_t)K, 1, M, K, N, 0, NULL, 1);
@@ -989,6 +1022,16 @@ void kern_axpy(float *y, float a, const float *x, int n) {
 }
 #else
 void kern_matmul_nt(float *out, const float *x, const float *W, const float *b, int M, int N, int K) {
+    kern_matmul_nt_ref(out, x, W, b, M, N, K);
+}
+
+size_t kern_packed_floats(int N, int K) { return (size_t)N * K; }
+
+void kern_pack_nt(float *Wp, const float *W, int N, int K) { memcpy(Wp, W, (size_t)N * K * sizeof(float)); }
+
+void kern_matmul_nt_packed(float *out, const float *x, const float *W, const float *Wp, const float *b, int M, int N,
+                           int K) {
+    (void)Wp;
     kern_matmul_nt_ref(out, x, W, b, M, N, K);
 }
 

@@ -181,6 +181,15 @@ void kern_matmul_nt(float *out, const float *x, const float *W, const float *b, 
 void kern_matmul_nn_acc(float *dx, const float *dy, const float *W, int M, int N, int K);
 /* dW[N,K] += dy[M,N]^T x[M,K] : backward to the weight (summed over M in order). */
 void kern_matmul_tn_acc(float *dW, const float *dy, const float *x, int M, int N, int K);
+/* kern_matmul_nt with W packed once into the kernel's panel layout, for many products with
+ * the same weight (decoding: a few rows at a time). kern_packed_floats(N, K) floats hold
+ * the packed form; kern_pack_nt fills them. kern_matmul_nt_packed gives the same bits as
+ * kern_matmul_nt(out, x, W, b, M, N, K) (it uses W where the plain call would not pack:
+ * the reference path, and the narrow shapes). */
+size_t kern_packed_floats(int N, int K);
+void kern_pack_nt(float *Wp, const float *W, int N, int K);
+void kern_matmul_nt_packed(float *out, const float *x, const float *W, const float *Wp, const float *b, int M, int N,
+                           int K);
 /* out[i] = sum_j a[i] * b[j] dot products etc. are internal; these are the public ones. */
 float kern_dot(const float *a, const float *b, int n);
 void kern_axpy(float *y, float a, const float *x, int n);  /* y += a x */

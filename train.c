@@ -77,6 +77,18 @@ Recipe train_recipe(const char *preset, int stage) {
     CHECK(0);
 }
 
+LlavaConfig train_model_config(const char *preset, int vocab_size) {
+    LlavaConfig c = config_default();
+    c.vocab_size = vocab_size;
+    if (preset && strcmp(preset, "tiny") == 0) {
+        c.hidden_size = 64; c.intermediate_size = 176; c.num_hidden_layers = 2;
+        c.num_attention_heads = 4; c.num_key_value_heads = 4;
+        c.v_hidden_size = 32; c.v_intermediate_size = 128; c.v_num_hidden_layers = 1;
+        c.v_num_attention_heads = 2;
+    }
+    return c;
+}
+
 TrainOpts train_opts_default(int stage) {
     TrainOpts o;
     memset(&o, 0, sizeof o);
@@ -558,8 +570,8 @@ int train_run(const TrainOpts *o) {
     char *tok_path = xasprintf("%s/tokenizer.json", w->dir);
     Tokenizer *tok = tok_load(tok_path);
 
-    /* The model: the base checkpoint, or a fresh init of the default config (llava-1m)
-     * with the world tokenizer's vocabulary. */
+    /* The model: the base checkpoint, or a fresh init of the preset's model
+     * (train_model_config) with the world tokenizer's vocabulary. */
     Model *m;
     uint64_t base_hash = 0;
     if (o->base) {
@@ -571,8 +583,7 @@ int train_run(const TrainOpts *o) {
             die_input(o->base, "vocab_size %d, but the world's tokenizer has %d tokens", m->cfg.vocab_size,
                       tok_vocab_size(tok));
     } else {
-        LlavaConfig c = config_default();
-        c.vocab_size = tok_vocab_size(tok);
+        LlavaConfig c = train_model_config(o->preset ? o->preset : w->preset.name, tok_vocab_size(tok));
         m = model_new(&c);
         model_init(m, o->seed);
     }

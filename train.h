@@ -51,6 +51,13 @@ typedef struct Recipe {
 /* The recipe for (preset, stage); unknown presets fall back to the "small" row. */
 Recipe train_recipe(const char *preset, int stage);
 
+/* The model pre-training from scratch starts from, with the world tokenizer's vocabulary:
+ * config_default() (llava-1m, ../shared/bench/llava-1m.json) for small, paper and unknown
+ * presets; for tiny, the test preset, a quarter of it (decoder 64 wide, 2 layers; vision
+ * tower 32 wide, 1 layer; same images, patches and tokens), so that the whole protocol
+ * runs in seconds (docs/training.md). */
+LlavaConfig train_model_config(const char *preset, int vocab_size);
+
 typedef struct TrainOpts {
     int stage;                  /* STAGE_PT (from random init or base) or STAGE_FT (from base) */
     const char *data_dir;       /* world directory (pulse data) */

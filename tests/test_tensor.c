@@ -659,6 +659,41 @@ static void test_threads(void) {
 #endif
 }
 
+/* kern_matmul_nt_packed (W packed once) == kern_matmul_nt, bit for bit: decode-sized and
+ * prefill-sized rows, a narrow N (the plain call's transposed path), bias or none, odd
+ * sizes (padding), K over one K block, 1 and 2 threads. */
+static void test_packed_matmul(void) {
+    static const int cfg[][3] = {{1, 128, 128}, {7, 352, 128}, {64, 512, 128}, {300, 200, 300}, {70, 12, 40}, {5, 33, 17}};
+    int same = 1, nthr = 1;
+#ifdef _OPENMP
+    int saved = omp_get_max_threads();
+    nthr = 2;
+#endif
+    for (int c = 0; c < 6; c++) {
+        int M = cfg[c][0], N = cfg[c][1], K = cfg[c][2];
+        float *x = xmalloc((size_t)M * K * 4), *W = xmalloc((size_t)N * K * 4), *b = xmalloc((size_t)N * 4);
+        float *o1 = xmalloc((size_t)M * N * 4), *o2 = xmalloc((size_t)M * N * 4);
+        float *Wp = xmalloc((kern_packed_floats(N, K) + 1) * 4);
+        fill_normal(x, (size_t)M * K, 1); fill_normal(W, (size_t)N * K, 1); fill_normal(b, (size_t)N, 1);
+        kern_pack_nt(Wp, W, N, K);
+        for (int t = 0; t < nthr; t++) {
+#ifdef _OPENMP
+            omp_set_num_threads(t + 1);
+#endif
+            for (int wb = 0; wb < 2; wb++) {
+                kern_matmul_nt(o1, x, W, wb ? b : NULL, M, N, K);
+                kern_matmul_nt_packed(o2, x, W, Wp, wb ? b : NULL, M, N, K);
+                same &= memcmp(o1, o2, (size_t)M * N * 4) == 0;
+            }
+        }
+        free(x); free(W); free(b); free(o1); free(o2); free(Wp);
+    }
+#ifdef _OPENMP
+    omp_set_num_threads(saved);
+#endif
+    TEST(same, "matmul with W packed once == kern_matmul_nt, bit for bit");
+}
+
 /* op_lora == op_add_scaled(y, op_linear(op_linear(x, A), B), s), bit for bit: the output
  * and every gradient (y, x, A, B), for ranks below, at and above one vector, and rows
  * enough to split between threads (every thread count the build has). */
@@ -737,5 +772,6 @@ int main(int argc, char **argv) {
     test_graph_vs_ref();
     test_threads();
     test_lora_fused();
+    test_packed_matmul();
     return test_summary();
 }

@@ -118,6 +118,19 @@ int main(void) {
     TEST(ck->stage && strcmp(ck->stage, "pretrain") == 0, "provenance stage");
     TEST(ck->steps == n_loss, "provenance steps %ld", ck->steps);
     TEST(ck->seed == 7, "provenance seed");
+    {
+        /* the tiny world's model is the preset's own, smaller than llava-1m */
+        LlavaConfig t = train_model_config("tiny", 512), d = config_default(), s = train_model_config("small", 512);
+        const LlavaConfig *g = &ck->model->cfg;
+        TEST(g->hidden_size == t.hidden_size && g->num_hidden_layers == t.num_hidden_layers &&
+             g->v_hidden_size == t.v_hidden_size && g->v_num_hidden_layers == t.v_num_hidden_layers &&
+             g->vocab_size == tok_vocab_size(ck->tok),
+             "tiny pre-training starts from the tiny model (hidden %d, %d layers)", g->hidden_size, g->num_hidden_layers);
+        TEST(t.hidden_size < d.hidden_size && s.hidden_size == d.hidden_size && s.intermediate_size == d.intermediate_size &&
+             s.num_hidden_layers == d.num_hidden_layers && s.v_hidden_size == d.v_hidden_size &&
+             s.v_num_hidden_layers == d.v_num_hidden_layers,
+             "tiny's model is smaller than llava-1m; small's is llava-1m");
+    }
     ckpt_free(ck);
     TEST(json_num(a, "training.json", "tokens") > 0, "tokens counted");
 
