@@ -217,6 +217,12 @@ static int pool_take(Ctx *c, const char *unit, int ready, int done) {
             close(fd);
             if (!take) unlink(p);
         }
+        /* test hook: copy K dies holding its first claim (its units must go elsewhere) */
+        const char *crash = getenv("PULSE_POOL_CRASH");
+        if (take && c->member > 0 && crash && atoi(crash) == c->member) {
+            fprintf(stderr, "pulse run: process %d: stopped by PULSE_POOL_CRASH holding %s\n", c->member, unit);
+            exit(1);
+        }
     }
     free(p);
     c->pool_ran += take;

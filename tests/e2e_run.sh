@@ -11,7 +11,8 @@
 # 5. a second `pulse run` changes no byte of the run directory and trains nothing;
 # 6. after losing a finished cell and a sequential step, a rerun redoes them with the same
 #    numbers (results.json byte-identical, results.csv identical outside the time columns),
-#    also when the cells run in one process instead of one per CPU (--procs);
+#    also when the cells run in one process instead of one per CPU (--procs), and when a
+#    copy of the pool dies holding a claim (PULSE_POOL_CRASH);
 # 7. `pulse report` alone rewrites the same report.
 # Prints "N passed, N failed" and exits non-zero on failure (tests/run.sh adds it up).
 cd "$(dirname "$0")/.." || exit 1
@@ -146,6 +147,19 @@ rm -rf "$RUN/cells/finetuned-npo"
 rc=$?
 if [ "$rc" -eq 0 ]; then ok; else bad "rerun with --procs 1: exit $rc"; fi
 check "finetuned-npo recomputed in one process identically" cmp "$TMP/fnpo.json" "$RUN/cells/finetuned-npo/results.json"
+
+# a copy that dies holding a claim (PULSE_POOL_CRASH, a test hook): the driver gives its
+# claim back and computes the unit, with the same numbers
+cp "$RUN/cells/finetuned-gd/results.json" "$TMP/fgd.json"
+cp "$RUN/cells/pretrained-npo_rt/results.json" "$TMP/pnr.json"
+rm -rf "$RUN/cells/finetuned-gd" "$RUN/cells/pretrained-npo_rt"
+PULSE_POOL_CRASH=1 "$P" run --preset tiny --out "$RUN" --procs 2 >"$TMP/log6" 2>&1
+rc=$?
+if [ "$rc" -eq 0 ]; then ok; else bad "run with a crashing copy: exit $rc"; tail -5 "$TMP/log6"; fi
+check "the crashed copy is reported" grep -q 'process 1/2 stopped' "$TMP/log6"
+check "finetuned-gd recomputed identically after a crashed copy" cmp "$TMP/fgd.json" "$RUN/cells/finetuned-gd/results.json"
+check "pretrained-npo_rt recomputed identically after a crashed copy" cmp "$TMP/pnr.json" "$RUN/cells/pretrained-npo_rt/results.json"
+check "no claims left behind" test ! -e "$RUN/state/claims"
 
 # --- 7. pulse report alone ------------------------------------------------------------
 cp "$RUN/report.md" "$TMP/report1.md"
