@@ -185,7 +185,8 @@ void kern_matmul_tn_acc(float *dW, const float *dy, const float *x, int M, int N
  * the same weight (decoding: a few rows at a time). kern_packed_floats(N, K) floats hold
  * the packed form; kern_pack_nt fills them. kern_matmul_nt_packed gives the same bits as
  * kern_matmul_nt(out, x, W, b, M, N, K) (it uses W where the plain call would not pack:
- * the reference path, and the narrow shapes). */
+ * the reference path, and the narrow shapes; without SIMD kernels nothing is packed and
+ * kern_packed_floats is 0). */
 size_t kern_packed_floats(int N, int K);
 void kern_pack_nt(float *Wp, const float *W, int N, int K);
 void kern_matmul_nt_packed(float *out, const float *x, const float *W, const float *Wp, const float *b, int M, int N,
