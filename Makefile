@@ -5,6 +5,8 @@
 #   make check      the same unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make run        the whole PULSE protocol on the default (small) world into runs/small/
 #   make bench      kernel, training and evaluation throughput (never part of the tests)
+#   make bench-torch  the same training step in PyTorch (tests/torch_bench.py; needs Debian's
+#                   python3-torch, skipped without it), to compare with `pulse bench train`
 #   make clean      remove build products
 #
 # Knobs: SIMD=0 (plain-C reference kernels only), OMP=0 (no OpenMP), NATIVE=0 (portable
@@ -46,7 +48,7 @@ SRCS    := $(filter-out pulse.c,$(wildcard *.c))
 OBJS    := $(SRCS:%.c=$(BUILD)/%.o)
 TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 
-.PHONY: all test check run bench clean unit
+.PHONY: all test check run bench bench-torch clean unit
 
 all: pulse
 
@@ -87,6 +89,13 @@ bench: pulse
 	./pulse bench kernels
 	./pulse bench train
 	./pulse bench eval
+
+# Debian's python3-torch installs into the system python, not into a pyenv one
+PYTHON_TORCH ?= $(shell [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3)
+bench-torch: pulse
+	OMP_NUM_THREADS=1 ./pulse bench train
+	OMP_NUM_THREADS=2 ./pulse bench train
+	$(PYTHON_TORCH) tests/torch_bench.py --threads 1,2
 
 clean:
 	rm -rf build build-check pulse

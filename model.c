@@ -1556,18 +1556,27 @@ static double cpu_seconds(void) {
     return (double)ts.tv_sec + 1e-9 * (double)ts.tv_nsec;
 }
 
-/* Runs training steps for at least `secs` seconds; returns wall seconds per step and
- * the process CPU seconds per step in *cpu (all threads: on a shared machine the
- * single-thread CPU time is the uncontended cost). */
-static double time_steps(Model *m, Tape *tp, const Batch *bt, double secs, double *cpu) {
+static int cmp_double(const void *a, const void *b) {
+    double x = *(const double *)a, y = *(const double *)b;
+    return (x > y) - (x < y);
+}
+
+/* Runs training steps for at least `secs` seconds (and at least 5) after two warm-up steps;
+ * returns the median step's wall seconds, the fastest step's in *best, and the process CPU
+ * seconds per step in *cpu (all threads: on a shared machine the single-thread CPU time is
+ * the uncontended cost). The median, not the mean: on a machine shared with other jobs a
+ * few steps that lose the CPU would otherwise decide the figure. */
+static double time_steps(Model *m, Tape *tp, const Batch *bt, double secs, double *best, double *cpu) {
     AdamW o = adamw_default();
-    int steps = 0;
-    double t0 = 0, c0 = 0;
+    int steps = 0, cap = 256;
+    double *dt = xmalloc((size_t)cap * sizeof *dt);
+    double t0 = 0, c0 = 0, ts = 0;
     for (int i = 0;; i++) {
         if (i == 2) {                                    /* two warm-up steps grow the arena */
             t0 = now_seconds(); c0 = cpu_seconds();
             if (tp->prof) tape_profile(tp, 1);           /* restart the profile's counts */
         }
+        if (i >= 2) ts = now_seconds();
         model_zero_grad(m);
         tape_profile_mark(tp, "zero_grad");
         ForwardOut f = model_forward(m, tp, bt, NULL);
@@ -1579,12 +1588,17 @@ static double time_steps(Model *m, Tape *tp, const Batch *bt, double secs, doubl
         model_adamw_step(m, &o, 1e-4f);
         tape_profile_mark(tp, "adamw");
         if (i >= 2) {
-            steps++;
-            double el = now_seconds() - t0;
-            if (el >= secs && steps >= 3) {
+            double t = now_seconds();
+            if (steps == cap) dt = xrealloc(dt, (size_t)(cap *= 2) * sizeof *dt);
+            dt[steps++] = t - ts;
+            if (t - t0 >= secs && steps >= 5) {
                 *cpu = (cpu_seconds() - c0) / steps;
                 tape_profile_print(tp, steps);
-                return el / steps;
+                qsort(dt, (size_t)steps, sizeof *dt, cmp_double);
+                double med = dt[steps / 2];
+                *best = dt[0];
+                free(dt);
+                return med;
             }
         }
     }
@@ -1651,17 +1665,17 @@ int cmd_bench_train(int argc, char **argv) {
     printf("  kern_matmul_nt %dx%dx%d: %.1f GFLOP/s\n", M, D, D, kern_gflops);
 
     model_set_train(m, TRAIN_FULL, NULL);
-    double cpu, s = time_steps(m, &tp, &bt, secs, &cpu);
+    double cpu, best, s = time_steps(m, &tp, &bt, secs, &best, &cpu);
     double gf = 3.0 * fw / s * 1e-9;                  /* backward ~ 2x forward */
-    printf("full: %.0f tokens/s (%.1f ms/step, ~%.1f GFLOP/s, %.0f%% of the kernel; %.0f tokens per CPU-second)\n",
-           B * T / s, 1e3 * s, gf, 100.0 * gf / kern_gflops, B * T / cpu);
+    printf("full: %.0f tokens/s (median step %.1f ms, best %.1f ms; ~%.1f GFLOP/s, %.0f%% of the kernel; "
+           "%.0f tokens per CPU-second)\n", B * T / s, 1e3 * s, 1e3 * best, gf, 100.0 * gf / kern_gflops, B * T / cpu);
     LoraConfig lc = {8, 16.0f, 0.0f, "llm", 1};
     lora_attach(m, &lc);
     model_set_train(m, TRAIN_LORA, NULL);
-    s = time_steps(m, &tp, &bt, secs, &cpu);
+    s = time_steps(m, &tp, &bt, secs, &best, &cpu);
     gf = 2.0 * fw / s * 1e-9;                          /* frozen weights: no weight gradients */
-    printf("lora: %.0f tokens/s (%.1f ms/step, ~%.1f GFLOP/s, %.0f%% of the kernel; %.0f tokens per CPU-second)\n",
-           B * T / s, 1e3 * s, gf, 100.0 * gf / kern_gflops, B * T / cpu);
+    printf("lora: %.0f tokens/s (median step %.1f ms, best %.1f ms; ~%.1f GFLOP/s, %.0f%% of the kernel; "
+           "%.0f tokens per CPU-second)\n", B * T / s, 1e3 * s, 1e3 * best, gf, 100.0 * gf / kern_gflops, B * T / cpu);
     free(ids); free(pix);
     tape_free(&tp);
     batch_free(&bt);

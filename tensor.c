@@ -259,6 +259,7 @@ void tape_backward(Tape *tp, Tensor *loss) {
 
 void tape_reset(Tape *tp) {
     tp->n_nodes = 0;
+    tp->rope_cs = NULL;
     arena_reset(&tp->arena);
 }
 
@@ -955,6 +956,18 @@ static void row_add_exp(float *y, float a, const float *x, float shift, int n) {
     }
 #endif
     for (; i < n; i++) y[i] += a * expf(x[i] - shift);
+}
+
+/* out[i] = exp(-x[i]) (the SIMD exp where there are kernels, libm for the tail) */
+static void row_exp_neg(float *out, const float *x, size_t n) {
+    size_t i = 0;
+#ifdef VL
+    if (!use_ref) {
+        vf z = vzero();
+        for (; i + VL <= n; i += VL) vstore(out + i, vexp(vsub(z, vload(x + i))));
+    }
+#endif
+    for (; i < n; i++) out[i] = expf(-x[i]);
 }
 
 /* log sum_v exp(x_v), max-shifted. */
@@ -1737,12 +1750,13 @@ Tensor *op_swiglu(Tape *tp, Tensor *gate, Tensor *up) {
     float *sg = arena_alloc(&tp->arena, n * sizeof(float));
     const float *x = gate->data, *u = up->data;
     float *y = out->data;
-    /* expf first (a libm call per element), then the arithmetic in a loop that vectorises;
-     * the same roundings as sigmoidf_ (1 / (1 + expf(-x))) and x * s * up */
+    /* exp(-x) first (the vector exp: libm's expf per element was most of this op), then the
+     * arithmetic in a loop that vectorises. Chunks of 4096 are multiples of every VL, so an
+     * element takes the same path (vector or tail) whatever the thread count. */
     OMP(parallel for if (n > PAR_MIN_ELEMS))
     for (size_t c = 0; c < n; c += 4096) {
         size_t e = n - c < 4096 ? n : c + 4096;
-        for (size_t i = c; i < e; i++) sg[i] = expf(-x[i]);
+        row_exp_neg(sg + c, x + c, e - c);
         for (size_t i = c; i < e; i++) {
             sg[i] = 1.0f / (1.0f + sg[i]);
             y[i] = x[i] * sg[i] * u[i];
@@ -1775,7 +1789,9 @@ Tensor *op_logsigmoid(Tape *tp, Tensor *x) {
  * RoPE (HF rotate_half): x [B, T, H, hd], angle(t, i) = (pos0 + t) * inv_freq[i] */
 
 /* cos/sin table [T, hd/2], shared by forward and backward. */
-static float *rope_table(Tape *tp, int T, int hd, float theta, int pos0) {
+static const float *rope_table(Tape *tp, int T, int hd, float theta, int pos0) {
+    if (tp->rope_cs && tp->rope_T == T && tp->rope_hd == hd && tp->rope_theta == theta && tp->rope_pos0 == pos0)
+        return tp->rope_cs;     /* the same table: q and k of every layer (2 x 1024 libm calls each) */
     int h2 = hd / 2;
     float *cs = arena_alloc(&tp->arena, 2 * (size_t)T * h2 * sizeof(float));
     for (int i = 0; i < h2; i++) {
@@ -1787,6 +1803,7 @@ static float *rope_table(Tape *tp, int T, int hd, float theta, int pos0) {
             cs[(size_t)T * h2 + (size_t)t * h2 + i] = (float)sin((double)ang);
         }
     }
+    tp->rope_cs = cs; tp->rope_T = T; tp->rope_hd = hd; tp->rope_theta = theta; tp->rope_pos0 = pos0;
     return cs;
 }
 
@@ -1823,10 +1840,10 @@ Tensor *op_rope(Tape *tp, Tensor *x, float theta, int pos0) {
     CHECKF(x->ndim == 4 && x->shape[3] % 2 == 0, "op_rope: x must be [B, T, H, hd] with hd even");
     int B = x->shape[0], T = x->shape[1], H = x->shape[2], hd = x->shape[3];
     Tensor *out = new_like(tp, x, -1, wants_grad(tp, x, NULL, NULL));
-    float *cs = rope_table(tp, T, hd, theta, pos0);
+    const float *cs = rope_table(tp, T, hd, theta, pos0);
     rope_apply(out->data, x->data, cs, B, T, H, hd, 1.0f, 0);
     Node *nd = record(tp, rope_backward, out, x, NULL, NULL);
-    if (nd) nd->saved = cs;
+    if (nd) nd->saved = (float *)cs;     /* read-only: shared with the other layers' nodes */
     return out;
 }
 

@@ -76,6 +76,11 @@ typedef struct Tape {
     int recording;          /* 0: ops compute forward only, record nothing, outputs
                                have no grad (inference through the same ops) */
     struct TapeProfile *prof;   /* per-op timing (tape_profile), NULL when off */
+    /* op_rope's cos/sin table of the last (T, hd, theta, pos0), in the arena: the layers of
+     * one forward share it (NULL after tape_reset) */
+    const float *rope_cs;
+    int rope_T, rope_hd, rope_pos0;
+    float rope_theta;
 } Tape;
 
 void tape_init(Tape *tp, size_t arena_chunk_bytes);
