@@ -801,7 +801,7 @@ static void img_tint(const uint8_t *in, uint8_t *out) {
 /* ----------------------------------------------------------------------------
  * Scenes (genbench): 1-4 shapes, one per quadrant, on a grey background. */
 #define SCENE_MAX 4
-static const char *const quadrant_names[4] = {"top left", "top right", "bottom left", "bottom right"};
+const char *const data_quadrant_names[4] = {"top left", "top right", "bottom left", "bottom right"};
 static const char *const count_words[SCENE_MAX + 1] = {"zero", "one", "two", "three", "four"};
 
 typedef struct Scene {
@@ -1298,16 +1298,16 @@ static int scene_questions(const Raw *r, const Scene *s, SceneQ *out) {
     for (int k = 1; k <= SCENE_MAX; k++) if (k != s->n) q->pool[q->n_pool++] = count_words[k];
     for (int i = 0; i < s->n; i++) {
         const char *shape = r->shapes.s[s->shape[i]], *col = r->scene_colour.s[s->colour[i]];
-        const char *quad = quadrant_names[s->quad[i]];
+        const char *quad = data_quadrant_names[s->quad[i]];
         q = &out[n++];
         q->category = "shape";
-        snprintf(q->q, sizeof q->q, "What shape is at the %s?", quad);
+        snprintf(q->q, sizeof q->q, DATA_SCENE_Q_SHAPE, quad);
         snprintf(q->a, sizeof q->a, "%s", shape);
         q->n_pool = 0;
         for (int k = 0; k < r->shapes.n; k++) if (k != s->shape[i]) q->pool[q->n_pool++] = r->shapes.s[k];
         q = &out[n++];
         q->category = "colour";
-        snprintf(q->q, sizeof q->q, "What colour is the shape at the %s?", quad);
+        snprintf(q->q, sizeof q->q, DATA_SCENE_Q_COLOUR, quad);
         snprintf(q->a, sizeof q->a, "%s", col);
         q->n_pool = 0;
         for (int k = 0; k < r->scene_colour.n; k++) if (k != s->colour[i]) q->pool[q->n_pool++] = r->scene_colour.s[k];
@@ -1316,7 +1316,7 @@ static int scene_questions(const Raw *r, const Scene *s, SceneQ *out) {
         snprintf(q->q, sizeof q->q, "Where is the %s %s?", col, shape);
         snprintf(q->a, sizeof q->a, "%s", quad);
         q->n_pool = 0;
-        for (int k = 0; k < 4; k++) if (k != s->quad[i]) q->pool[q->n_pool++] = quadrant_names[k];
+        for (int k = 0; k < 4; k++) if (k != s->quad[i]) q->pool[q->n_pool++] = data_quadrant_names[k];
     }
     return n;
 }
@@ -1330,7 +1330,7 @@ static const char *scene_caption(Pool *pool, const Raw *r, const Scene *s) {
         int i = ord[j];
         const char *col = r->scene_colour.s[s->colour[i]];
         buf_printf(&b, "%s%s %s %s at the %s", j == 0 ? "" : j == s->n - 1 ? " and " : ", ",
-                   j == 0 ? "A" : "a", col, r->shapes.s[s->shape[i]], quadrant_names[s->quad[i]]);
+                   j == 0 ? "A" : "a", col, r->shapes.s[s->shape[i]], data_quadrant_names[s->quad[i]]);
     }
     buf_puts(&b, ".");
     const char *c = pool_strdup(pool, b.s);

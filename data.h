@@ -203,6 +203,13 @@ typedef struct World {
     void *pool;                 /* owns every string above */
 } World;
 
+/* Scenes (genbench) put one figure in at most each quadrant, named in this order, and ask
+ * about it with these phrasings (among the scene_vqa item's variants); the vision warm-up
+ * (train.c) reads its labels by them. */
+extern const char *const data_quadrant_names[4];
+#define DATA_SCENE_Q_SHAPE "What shape is at the %s?"
+#define DATA_SCENE_Q_COLOUR "What colour is the shape at the %s?"
+
 /* ----------------------------------------------------------------------------
  * Generating and loading */
 

@@ -1533,6 +1533,10 @@ void score_result_free(ScoreResult *r) {
     memset(r, 0, sizeof *r);
 }
 
+Tensor *model_image_features(Model *m, Tape *tp, const float *const *pix, int n) {
+    return image_features(m, tp, pix, n, NULL);
+}
+
 /* ============================================================================
  * pulse bench train */
 

@@ -244,6 +244,10 @@ typedef struct ForwardOut {
 
 /* Runs the model on batch bt, recording on tp (unless opts->no_grad). opts may be NULL. */
 ForwardOut model_forward(Model *m, Tape *tp, const Batch *bt, const ForwardOpts *opts);
+/* The image features the decoder would see for n images (CHW pixels, normalised): the
+ * projector's output [n * n_patches, hidden_size], patches in row-major order, on the tape
+ * (the vision warm-up of pre-training trains the tower through them). */
+Tensor *model_image_features(Model *m, Tape *tp, const float *const *pix, int n);
 /* Reference rows: a no-grad forward whose logits become log-softmax rows in place,
  * [B*T, V] in the same merged layout as model_forward on bt (arena memory). Writes the
  * per-sequence log-prob sums to seq_logp [B] when non-NULL. */

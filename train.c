@@ -59,13 +59,13 @@
  * warm-up and cosine decay, clipping at 1.0: what made 1M-parameter models learn in
  * ../shared/research/feasibility.md. Epochs count presentations (Item.repeat included). */
 static const Recipe recipes[] = {
-    /* preset  stage     epochs batch  lr      warmup sched      wd    clip  mode        r   alpha targets replay vision_lr mc_repeat */
-    {"tiny",  STAGE_PT,   2,    16,   2e-3f,   20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1},
-    {"tiny",  STAGE_FT,   4,    16,   2e-3f,   10,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1},
-    {"small", STAGE_PT,  10,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1},
-    {"small", STAGE_FT,  15,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 1},
-    {"paper", STAGE_PT,  10,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1},
-    {"paper", STAGE_FT,  15,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 1},
+    /* preset  stage     epochs batch  lr      warmup sched      wd    clip  mode        r   alpha targets replay vision_lr mc_repeat vision_warmup */
+    {"tiny",  STAGE_PT,   2,    16,   2e-3f,   20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0},
+    {"tiny",  STAGE_FT,   4,    16,   2e-3f,   10,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0},
+    {"small", STAGE_PT,  10,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0},
+    {"small", STAGE_FT,  15,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 1,    0},
+    {"paper", STAGE_PT,  10,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0},
+    {"paper", STAGE_FT,  15,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 1,    0},
 };
 
 Recipe train_recipe(const char *preset, int stage) {
@@ -99,6 +99,7 @@ TrainOpts train_opts_default(int stage) {
     o.mode = -1;
     o.replay = -1;
     o.vision_lr = -1;
+    o.vision_warmup = -1;
     return o;
 }
 
@@ -471,6 +472,8 @@ static Plan make_plan(const TrainOpts *o, const World *w, long n_pres) {
     if (o->replay >= 0) p.r.replay = o->replay;
     if (o->vision_lr >= 0) p.r.vision_lr = (float)o->vision_lr;
     if (o->mc_repeat > 0) p.r.mc_repeat = o->mc_repeat;
+    if (o->vision_warmup >= 0) p.r.vision_warmup = o->vision_warmup;
+    if (o->base || p.r.mode != TRAIN_FULL) p.r.vision_warmup = 0;   /* a random tower, trained in full */
     p.steps = o->steps > 0 ? o->steps : (long)ceil(p.r.epochs * (double)n_pres / p.r.batch);
     if (p.steps < 1) p.steps = 1;
     return p;
@@ -486,10 +489,10 @@ static uint64_t run_fingerprint(const TrainOpts *o, const World *w, const Plan *
     h = hash64(&base_hash, sizeof base_hash, h);
     h = hash64(&p->steps, sizeof p->steps, h);
     char buf[256];
-    int n = snprintf(buf, sizeof buf, "%g %d %g %ld %d %g %g %d %d %g %s %g %g %d", p->r.epochs, p->r.batch,
+    int n = snprintf(buf, sizeof buf, "%g %d %g %ld %d %g %g %d %d %g %s %g %g %d %ld", p->r.epochs, p->r.batch,
                      (double)p->r.lr, p->r.warmup, (int)p->r.schedule, (double)p->r.weight_decay,
                      (double)p->r.clip, (int)p->r.mode, p->r.lora_r, (double)p->r.lora_alpha, p->r.lora_targets,
-                     (double)p->r.replay, (double)p->r.vision_lr, p->r.mc_repeat);
+                     (double)p->r.replay, (double)p->r.vision_lr, p->r.mc_repeat, p->r.vision_warmup);
     h = hash64(buf, (size_t)n, h);
     for (int i = 0; i < o->n_exclude; i++) h = hash64(&o->exclude[i], sizeof o->exclude[i], h);
     return h;
@@ -514,6 +517,7 @@ static Json *provenance_extra(const TrainOpts *o, const World *w, const Plan *p,
     json_set(j, "max_grad_norm", json_new_number(p->r.clip));
     json_set(j, "vision_lr_scale", json_new_number(p->r.vision_lr));
     json_set(j, "mc_repeat", json_new_number(p->r.mc_repeat));
+    if (o->stage == STAGE_PT && !o->base) json_set(j, "vision_warmup_steps", json_new_number((double)p->r.vision_warmup));
     json_set(j, "finetuning", json_new_string(p->r.mode == TRAIN_LORA ? "lora_merged" : "full"));
     if (p->r.mode == TRAIN_LORA) {
         json_set(j, "lora_r", json_new_number(p->r.lora_r));
@@ -557,6 +561,190 @@ static void write_training_log(const char *out, const Plan *p, const State *st, 
 
 /* Setup (world, tokenizer, model, stream, plan, resume), the step loop, then the
  * checkpoint, or the state when the test hook stops the run. */
+/* ============================================================================
+ * The vision warm-up. LLaVA starts from a CLIP tower trained on 400M image-text pairs; a
+ * pulse model starts from random weights, and through the decoder at a rate where it does
+ * not collapse the tower never learns the outline of a figure (docs/training.md). So
+ * pre-training from scratch first trains the tower and the projector alone, for
+ * Recipe.vision_warmup steps, to name each quadrant's figure and colour of the training
+ * scenes: the (g/2)^2 projector outputs of a quadrant, concatenated, go through a linear
+ * head per label kind, whose classes are (quadrant, value) pairs, so the features keep
+ * where a figure is as well as what it is; and a linear decoder rebuilds every patch's
+ * pixels from its projector output, for those scenes and as many other pre-training images
+ * (faces: without it the tower forgets what they need). The heads are dropped afterwards;
+ * the decoder is untouched. The labels are the scene_vqa items' own answers to
+ * DATA_SCENE_Q_SHAPE and DATA_SCENE_Q_COLOUR (class 0: no figure in that quadrant). Every
+ * recipe has it off (measured trade-off in docs/training.md); --vision-warmup N turns it on. */
+
+enum { VW_BATCH = 32, VW_MAX_CLASS = 64, VW_KINDS = 2 };
+#define VW_LR 1e-3f                 /* the warm-up's peak learning rate (measured: docs/training.md) */
+
+typedef struct SceneLabels {
+    int n;                      /* scenes */
+    int *image;                 /* [n] World image index */
+    int *label;                 /* [n][VW_KINDS][4] class per quadrant */
+    int n_class[VW_KINDS];      /* values seen + 1 ("nothing there") */
+} SceneLabels;
+
+/* The class of answer `a` among the values of kind k seen so far (added if new). */
+static int scene_class(const World *w, const char **names, int *n, const char *a) {
+    for (int c = 1; c < *n; c++)
+        if (strcmp(names[c], a) == 0) return c;
+    if (*n == VW_MAX_CLASS) die_input(w->dir, "vision warm-up: more than %d distinct scene answers", VW_MAX_CLASS - 1);
+    names[*n] = a;
+    return (*n)++;
+}
+
+static void scene_labels(const World *w, SceneLabels *sl) {
+    static const char *const fmt[VW_KINDS] = {DATA_SCENE_Q_SHAPE, DATA_SCENE_Q_COLOUR};
+    const char *names[VW_KINDS][VW_MAX_CLASS];
+    memset(sl, 0, sizeof *sl);
+    sl->image = xmalloc((size_t)(w->n_items ? w->n_items : 1) * sizeof(int));
+    sl->label = xmalloc((size_t)(w->n_items ? w->n_items : 1) * VW_KINDS * 4 * sizeof(int));
+    for (int k = 0; k < VW_KINDS; k++) sl->n_class[k] = 1;
+    char q[128];
+    for (int i = 0; i < w->n_items; i++) {
+        const Item *it = &w->items[i];
+        if (it->stage != STAGE_PT || it->format != FMT_SCENE_VQA || it->image < 0) continue;
+        int *lab = sl->label + (size_t)sl->n * VW_KINDS * 4;
+        for (int k = 0; k < VW_KINDS; k++)
+            for (int quad = 0; quad < 4; quad++) {
+                snprintf(q, sizeof q, fmt[k], data_quadrant_names[quad]);
+                lab[k * 4 + quad] = 0;
+                for (int v = 0; v < it->n_variants; v++)
+                    if (strcmp(it->variants[v].question, q) == 0)
+                        lab[k * 4 + quad] = scene_class(w, names[k], &sl->n_class[k], it->variants[v].answer);
+            }
+        sl->image[sl->n++] = it->image;
+    }
+}
+
+/* Adam on a plain array (the heads live outside the model's table). */
+static void head_adam(float *p, const float *g, float *m1, float *m2, size_t n, float lr, long t) {
+    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
+    float c1 = 1.0f - powf(b1, (float)t), c2 = 1.0f - powf(b2, (float)t);
+    for (size_t k = 0; k < n; k++) {
+        m1[k] = b1 * m1[k] + (1.0f - b1) * g[k];
+        m2[k] = b2 * m2[k] + (1.0f - b2) * g[k] * g[k];
+        p[k] -= lr * (m1[k] / c1) / (sqrtf(m2[k] / c2) + eps);
+    }
+}
+
+double train_vision_warmup(Model *m, const World *w, long steps, uint64_t seed, double *first) {
+    const float lr = VW_LR;
+    SceneLabels sl;
+    scene_labels(w, &sl);
+    int g = m->cfg.image_size / m->cfg.patch_size, h = g / 2, per = h * h, D = m->cfg.hidden_size;
+    if (first) *first = NAN;
+    if (sl.n == 0 || steps <= 0 || g % 2 != 0) {
+        free(sl.image); free(sl.label);
+        return NAN;
+    }
+    /* every pre-training image (faces, anonymous faces, scenes), for the reconstruction */
+    int n_pool = 0, P = m->cfg.patch_size, S = m->cfg.image_size, cpp = 3 * P * P, Np = g * g;
+    int *pool = xmalloc((size_t)(w->n_images ? w->n_images : 1) * sizeof(int));
+    unsigned char *in_pool = xcalloc((size_t)(w->n_images ? w->n_images : 1), 1);
+    for (int i = 0; i < w->n_items; i++) {
+        const Item *it = &w->items[i];
+        if (it->stage == STAGE_PT && it->image >= 0 && !in_pool[it->image]) { in_pool[it->image] = 1; pool[n_pool++] = it->image; }
+    }
+    free(in_pool);
+    /* heads: [4 n_class[k], per D] each, one block of floats for weights, grads, moments */
+    size_t off[VW_KINDS + 2] = {0};
+    for (int k = 0; k < VW_KINDS; k++) off[k + 1] = off[k] + (size_t)4 * sl.n_class[k] * per * D;
+    off[VW_KINDS + 1] = off[VW_KINDS] + (size_t)cpp * D;         /* the reconstruction head [cpp, D] */
+    size_t nh = off[VW_KINDS + 1];
+    float *hw = xmalloc(nh * sizeof(float)), *hg = xcalloc(nh, sizeof(float));
+    float *m1 = xcalloc(nh, sizeof(float)), *m2 = xcalloc(nh, sizeof(float));
+    Rng r;
+    stream_rng(&r, seed, "vision-head", 0);
+    for (size_t k = 0; k < nh; k++) hw[k] = 0.02f * (float)rng_normal(&r);
+    Tensor head[VW_KINDS + 1];
+    {
+        int hs[2] = {cpp, D};
+        head[VW_KINDS] = tensor_wrap(hw + off[VW_KINDS], hg + off[VW_KINDS], 2, hs);
+    }
+    for (int k = 0; k < VW_KINDS; k++) {
+        int hs[2] = {4 * sl.n_class[k], per * D};
+        head[k] = tensor_wrap(hw + off[k], hg + off[k], 2, hs);
+    }
+    model_set_train(m, TRAIN_FULL, NULL);
+    model_train_only(m, "vision_tower.,multi_modal_projector.");
+    AdamW opt = adamw_default();
+    opt.weight_decay = 0.0f;
+    opt.vision_lr_scale = 1.0f;
+    Tape tp;
+    tape_init(&tp, (size_t)16 << 20);
+    float *pix = xmalloc((size_t)2 * VW_BATCH * PIX * sizeof(float));
+    float *target = xmalloc((size_t)2 * VW_BATCH * Np * cpp * sizeof(float));
+    const float *pp[2 * VW_BATCH];
+    int idx[VW_BATCH * 4 * 64], tgt[VW_KINDS][VW_BATCH * 4];
+    CHECK(per <= 64);
+    long warm = steps / 20 + 1;
+    double tail = 0.0;
+    int n_tail = 0;
+    for (long st = 0; st < steps; st++) {
+        Rng pick;
+        stream_rng(&pick, seed, "vision-warmup", (uint64_t)st);
+        for (int b = 0; b < VW_BATCH; b++) {
+            int sc = (int)rng_below(&pick, (uint32_t)sl.n);
+            Rng aug;
+            stream_rng(&aug, seed, "vision-aug", (uint64_t)st * VW_BATCH + (uint64_t)b);
+            world_image_pixels(w, sl.image[sc], &aug, pix + (size_t)b * PIX);
+            pp[b] = pix + (size_t)b * PIX;
+            for (int quad = 0; quad < 4; quad++) {
+                int row = b * 4 + quad, y0 = (quad / 2) * h, x0 = (quad % 2) * h, j = 0;
+                for (int k = 0; k < VW_KINDS; k++)
+                    tgt[k][row] = quad * sl.n_class[k] + sl.label[((size_t)sc * VW_KINDS + k) * 4 + quad];
+                for (int dy = 0; dy < h; dy++)
+                    for (int dx = 0; dx < h; dx++) idx[row * per + j++] = b * g * g + (y0 + dy) * g + x0 + dx;
+            }
+        }
+        for (int b = VW_BATCH; b < 2 * VW_BATCH; b++) {               /* any pre-training image */
+            Rng aug;
+            stream_rng(&aug, seed, "vision-aug-any", (uint64_t)st * VW_BATCH + (uint64_t)(b - VW_BATCH));
+            world_image_pixels(w, pool[rng_below(&pick, (uint32_t)n_pool)], &aug, pix + (size_t)b * PIX);
+            pp[b] = pix + (size_t)b * PIX;
+        }
+        /* reconstruction targets: each patch's pixels in the patch embedding's (c, i, j) order */
+        for (int b = 0; b < 2 * VW_BATCH; b++)
+            for (int pt = 0; pt < Np; pt++)
+                for (int ch = 0; ch < 3; ch++)
+                    for (int i = 0; i < P; i++)
+                        memcpy(target + ((size_t)(b * Np + pt) * cpp + (size_t)(ch * P + i) * P),
+                               pix + (size_t)b * PIX + ((size_t)ch * S + (pt / g) * P + i) * S + (pt % g) * P,
+                               (size_t)P * sizeof(float));
+        model_zero_grad(m);
+        memset(hg, 0, nh * sizeof(float));
+        Tensor *fall = model_image_features(m, &tp, pp, 2 * VW_BATCH);   /* [2B * g * g, D] */
+        int ts[2] = {2 * VW_BATCH * Np, cpp};
+        Tensor *diff = op_add(&tp, op_linear(&tp, fall, &head[VW_KINDS], NULL),
+                              op_scale(&tp, tensor_const(&tp, 2, ts, target), -1.0f));
+        Tensor *rec = op_scale(&tp, op_sum(&tp, op_mul(&tp, diff, diff)), 1.0f / ((float)ts[0] * cpp));
+        int qs[2] = {VW_BATCH * 4, per * D};                             /* scenes: rows [0, B g g) */
+        Tensor *x = op_reshape(&tp, op_gather_rows(&tp, fall, idx, VW_BATCH * 4 * per), 2, qs);
+        Tensor *sum = NULL;
+        for (int k = 0; k < VW_KINDS; k++) {
+            Tensor *lp = op_sum(&tp, op_token_logprob(&tp, op_linear(&tp, x, &head[k], NULL), tgt[k]));
+            sum = sum ? op_add(&tp, sum, lp) : lp;
+        }
+        Tensor *loss = op_add(&tp, op_scale(&tp, sum, -1.0f / (VW_BATCH * 4)), rec);
+        if (st == 0 && first) *first = loss->data[0];
+        if (st >= steps - 100) { tail += loss->data[0]; n_tail++; }
+        tape_backward(&tp, loss);
+        model_clip_grad(m, 1.0);
+        float lr_t = lr_schedule(LR_COSINE, st, steps, warm, lr);
+        model_adamw_step(m, &opt, lr_t);
+        head_adam(hw, hg, m1, m2, nh, lr_t, st + 1);
+        tape_reset(&tp);
+    }
+    model_reset_optimizer(m);
+    tape_free(&tp);
+    free(pix); free(target); free(pool); free(hw); free(hg); free(m1); free(m2);
+    free(sl.image); free(sl.label);
+    return tail / n_tail;
+}
+
 int train_run(const TrainOpts *o) {
     CHECK(o->stage == STAGE_PT || o->stage == STAGE_FT);
     if (!o->out) die_input(NULL, "%s: --out is required", stage_name(o->stage));
@@ -611,6 +799,14 @@ int train_run(const TrainOpts *o) {
     memset(&st, 0, sizeof st);
     int resumed = state_load(state_path, fp, m, &st);
     long resumed_at = resumed ? st.step : 0;
+    if (!resumed && r->vision_warmup > 0) {
+        double tw = now_seconds();
+        double wl = train_vision_warmup(m, w, r->vision_warmup, o->seed, NULL);
+        model_set_train(m, r->mode, NULL);
+        if (!o->quiet && !isnan(wl))
+            fprintf(stderr, "%s: vision warm-up: %ld steps in %.1f s, final loss %.3f\n", stage_name(o->stage),
+                    r->vision_warmup, now_seconds() - tw, wl);
+    }
     long stop_after = o->stop_after;
     const char *env = getenv("PULSE_TRAIN_STOP_AFTER");
     if (env && *env) stop_after = atol(env);
@@ -902,6 +1098,8 @@ static void usage(FILE *f, int stage) {
                "                        presentations into every epoch, drawn afresh (keeps base_pt's knowledge)\n"
                "  --vision-lr S         learning-rate scale of the vision tower and the projector (x lr)\n"
                "  --mc-repeat K         letter multiple-choice items are presented K times an epoch\n"
+               "  --vision-warmup N     pre-training from scratch: N steps teaching the vision tower the\n"
+               "                        scenes' figures before the main loop (0: none)\n"
                "  --state-every SEC     seconds between saved training states (default 30, 0: never)\n"
                "  --no-gates            do not evaluate the gates after training\n"
                "Restarting the same command after an interruption resumes from CKPT.state.\n",
@@ -933,6 +1131,7 @@ static int cmd_train(int stage, int argc, char **argv) {
     o.replay = args_double(&a, "replay", -1, 0, 100);
     o.vision_lr = args_double(&a, "vision-lr", -1, 0, 100);
     o.mc_repeat = (int)args_long(&a, "mc-repeat", 0, 0, 100);
+    o.vision_warmup = args_long(&a, "vision-warmup", -1, 0, 100000000L);
     double every = args_double(&a, "state-every", 30, 0, 1e9);
     o.state_every = every == 0 ? -1 : every;
     int no_gates = args_flag(&a, "no-gates");

@@ -46,7 +46,21 @@ typedef struct Recipe {
     float vision_lr;            /* learning-rate scale of the vision tower and the projector
                                    (x lr; full training; docs/training.md: why small) */
     int mc_repeat;              /* letter multiple-choice items: presentations an epoch (x repeat) */
+    long vision_warmup;         /* pre-training from scratch: steps of the vision warm-up that
+                                   teaches the tower the scenes' figures first (0: none;
+                                   docs/training.md, "The vision warm-up") */
 } Recipe;
+
+/* The vision warm-up that pre-training from scratch runs first (Recipe.vision_warmup;
+ * docs/training.md): `steps` steps, batches of 32 training scenes, in which only the vision
+ * tower and the projector of m learn (AdamW, peak lr 1e-3, cosine), through linear heads
+ * (dropped afterwards) that name each quadrant's figure and colour from that quadrant's
+ * patch features and rebuild every patch's pixels (scenes and 32 other pre-training images
+ * a step). Deterministic in (m, world, steps, seed), whatever the thread count.
+ * Returns the mean loss of the last min(100, steps) steps and the first step's in *first
+ * (if not NULL); NAN, and m untouched, when the world has no scenes. Afterwards m's
+ * optimizer state is reset and only the vision side is left trainable. */
+double train_vision_warmup(Model *m, const World *w, long steps, uint64_t seed, double *first);
 
 /* The recipe for (preset, stage); unknown presets fall back to the "small" row. */
 Recipe train_recipe(const char *preset, int stage);
@@ -81,6 +95,7 @@ typedef struct TrainOpts {
     double replay;              /* -1: recipe */
     double vision_lr;           /* -1: recipe */
     int mc_repeat;              /* 0: recipe */
+    long vision_warmup;         /* -1: recipe */
     /* Behaviour */
     double state_every;         /* seconds between saved training states (0: 30 s; < 0: never) */
     long stop_after;            /* test hook: save the state and return 3 after this many
