@@ -1113,6 +1113,12 @@ static void adamw_span(float *restrict w, const float *restrict g, float *restri
     }
 }
 
+void adamw_array(float *w, const float *g, float *mm, float *vv, size_t n, const AdamW *o, float lr, long t) {
+    double bc1 = 1.0 - pow(o->beta1, (double)t), bc2 = 1.0 - pow(o->beta2, (double)t);
+    adamw_span(w, g, mm, vv, n, 1.0f - lr * o->weight_decay, o->beta1, o->beta2, (float)(lr / bc1),
+               (float)sqrt(bc2), o->eps);
+}
+
 void model_adamw_step(Model *m, const AdamW *o, float lr) {
     Range *R = ranges_alloc(m);
     int n = trainable_ranges(m, R);

@@ -277,6 +277,9 @@ typedef struct AdamW {
                                    lr x this (1: one learning rate; LoRA blocks: always 1) */
 } AdamW;
 AdamW adamw_default(void);
+/* The same update on a plain array of n parameters (decay applied to all of them), at
+ * step t >= 1 of its own: for parameters outside the model's table (train.c's heads). */
+void adamw_array(float *w, const float *g, float *mm, float *vv, size_t n, const AdamW *o, float lr, long t);
 /* One AdamW step with learning rate lr on every trainable parameter (bias-corrected). */
 void model_adamw_step(Model *m, const AdamW *opt, float lr);
 /* Forgets the moments and the step count (a new optimizer). */

@@ -625,17 +625,6 @@ static void scene_labels(const World *w, SceneLabels *sl) {
     }
 }
 
-/* Adam on a plain array (the heads live outside the model's table). */
-static void head_adam(float *p, const float *g, float *m1, float *m2, size_t n, float lr, long t) {
-    const float b1 = 0.9f, b2 = 0.999f, eps = 1e-8f;
-    float c1 = 1.0f - powf(b1, (float)t), c2 = 1.0f - powf(b2, (float)t);
-    for (size_t k = 0; k < n; k++) {
-        m1[k] = b1 * m1[k] + (1.0f - b1) * g[k];
-        m2[k] = b2 * m2[k] + (1.0f - b2) * g[k] * g[k];
-        p[k] -= lr * (m1[k] / c1) / (sqrtf(m2[k] / c2) + eps);
-    }
-}
-
 double train_vision_warmup(Model *m, const World *w, long steps, uint64_t seed, double *first) {
     const float lr = VW_LR;
     SceneLabels sl;
@@ -741,7 +730,7 @@ double train_vision_warmup(Model *m, const World *w, long steps, uint64_t seed, 
         model_clip_grad(m, 1.0);
         float lr_t = lr_schedule(LR_COSINE, st, steps, warm, lr);
         model_adamw_step(m, &opt, lr_t);
-        head_adam(hw, hg, m1, m2, nh, lr_t, st + 1);
+        adamw_array(hw, hg, m1, m2, nh, &opt, lr_t, st + 1);      /* the heads: no decay either */
         tape_reset(&tp);
     }
     model_reset_optimizer(m);
