@@ -99,6 +99,9 @@ static int name_lookup(const char *const *names, int n, const char *s) {
 
 /* MC formats carry options; these are rendered with DATA_MC_INSTRUCTION. */
 int format_is_mc(Format f) { return f == FMT_MC || f == FMT_SCENE_MC || f == FMT_FACT_MC || f == FMT_MC_CONTEXT; }
+int format_is_general(Format f) {
+    return f == FMT_SCENE_CAPTION || f == FMT_SCENE_VQA || f == FMT_SCENE_MC || f == FMT_FACT || f == FMT_FACT_MC;
+}
 
 /* ----------------------------------------------------------------------------
  * Pool: one owner for the many small strings and arrays of a world. */

@@ -249,6 +249,9 @@ const char *format_name(Format f);      /* "qa", "mc", ..., "face_desc", "mc_con
 /* 1 for the multiple-choice formats (mc, scene_mc, fact_mc, mc_context): rendered with
  * options and the instruction line, answered by a letter. */
 int format_is_mc(Format f);
+/* 1 for the general-capability formats genbench tests (scene_caption, scene_vqa,
+ * scene_mc, fact, fact_mc). */
+int format_is_general(Format f);
 const char *task_name(Task t);          /* "mc", "cloze", "gen", "qa" */
 
 /* ----------------------------------------------------------------------------

@@ -59,13 +59,13 @@
  * warm-up and cosine decay, clipping at 1.0: what made 1M-parameter models learn in
  * ../shared/research/feasibility.md. Epochs count presentations (Item.repeat included). */
 static const Recipe recipes[] = {
-    /* preset  stage     epochs batch  lr      warmup sched      wd    clip  mode        r   alpha targets replay vision_lr mc_repeat vision_warmup */
-    {"tiny",  STAGE_PT,   2,    16,   2e-3f,   20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0},
-    {"tiny",  STAGE_FT,   4,    16,   2e-3f,   10,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0},
-    {"small", STAGE_PT,  10,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1, 2000},
-    {"small", STAGE_FT,  15,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 1,    0},
-    {"paper", STAGE_PT,  10,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1, 2000},
-    {"paper", STAGE_FT,  15,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 1,    0},
+    /* preset  stage     epochs batch  lr      warmup sched      wd    clip  mode        r   alpha targets replay vision_lr mc_repeat vision_warmup general_repeat */
+    {"tiny",  STAGE_PT,   2,    16,   2e-3f,   20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1},
+    {"tiny",  STAGE_FT,   4,    16,   2e-3f,   10,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1},
+    {"small", STAGE_PT,  10,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1, 2000, 1},
+    {"small", STAGE_FT,  15,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 1,    0, 3},
+    {"paper", STAGE_PT,  10,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1, 2000, 1},
+    {"paper", STAGE_FT,  15,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 1,    0, 1},
 };
 
 Recipe train_recipe(const char *preset, int stage) {
@@ -167,26 +167,29 @@ typedef struct Stream {
     uint64_t seed;
 } Stream;
 
-/* Presentations of an item an epoch: its repeat (celebrity fame), times mc_repeat for the
- * letter multiple-choice formats (the letter skill is learned per fact and late). */
-static int item_presentations(const Item *it, int mc_repeat) {
+/* Presentations of an item an epoch: its repeat (celebrity fame), times the recipe's
+ * mc_repeat for the letter multiple-choice formats (the letter skill is learned per fact
+ * and late) and general_repeat for the general formats genbench tests (scenes and facts:
+ * the figures are learned late, and fine-tuning's replay must keep both). */
+static int item_presentations(const Item *it, const Recipe *rc) {
     int r = it->repeat > 0 ? it->repeat : 1;
-    return format_is_mc(it->format) && mc_repeat > 1 ? r * mc_repeat : r;
+    if (format_is_mc(it->format) && rc->mc_repeat > 1) r *= rc->mc_repeat;
+    if (format_is_general(it->format) && rc->general_repeat > 1) r *= rc->general_repeat;
+    return r;
 }
 
-/* Items of `stages` without the excluded people, expanded by Item.repeat and, for the
- * letter multiple-choice formats, by mc_repeat (World order); *n gets the count. The
- * selection is returned in *sel (free it). */
-static const Item **presentations(const World *w, int stages, const int *exclude, int n_exclude, int mc_repeat,
+/* Items of `stages` without the excluded people, expanded by item_presentations (World
+ * order); *n gets the count. The selection is returned in *sel (free it). */
+static const Item **presentations(const World *w, int stages, const int *exclude, int n_exclude, const Recipe *rc,
                                   const Item ***sel, int *n_sel, int *n) {
     Select q = {stages, FMT_ALL, MOD_ANY, n_exclude ? exclude : NULL, n_exclude, 1};
     *sel = world_select(w, &q, n_sel);
     int total = 0;
-    for (int i = 0; i < *n_sel; i++) total += item_presentations((*sel)[i], mc_repeat);
+    for (int i = 0; i < *n_sel; i++) total += item_presentations((*sel)[i], rc);
     const Item **p = xmalloc((size_t)(total ? total : 1) * sizeof *p);
     int k = 0;
     for (int i = 0; i < *n_sel; i++)
-        for (int r = item_presentations((*sel)[i], mc_repeat); r > 0; r--) p[k++] = (*sel)[i];
+        for (int r = item_presentations((*sel)[i], rc); r > 0; r--) p[k++] = (*sel)[i];
     *n = total;
     return p;
 }
@@ -195,16 +198,17 @@ static const Item **presentations(const World *w, int stages, const int *exclude
  * presentations of which replay x (fine-tuning presentations) are mixed into every epoch
  * (a fresh draw each epoch), so that base_ft keeps what base_pt knew. */
 static void stream_init(Stream *s, const World *w, int stage, const int *exclude, int n_exclude, uint64_t seed,
-                        double replay, int mc_repeat) {
+                        const Recipe *rc) {
+    double replay = rc->replay;
     memset(s, 0, sizeof *s);
     s->w = w;
     s->seed = seed;
-    s->pres = presentations(w, stage, exclude, n_exclude, mc_repeat, &s->items, &s->n_items, &s->n_own);
+    s->pres = presentations(w, stage, exclude, n_exclude, rc, &s->items, &s->n_items, &s->n_own);
     if (s->n_own == 0) die_input(w->dir, "no %s items to train on", stage_name(stage));
     if (stage == STAGE_FT && replay > 0) {
         const Item **sel;
         int n_sel;
-        s->rep = presentations(w, STAGE_PT, exclude, n_exclude, mc_repeat, &sel, &n_sel, &s->n_rep);
+        s->rep = presentations(w, STAGE_PT, exclude, n_exclude, rc, &sel, &n_sel, &s->n_rep);
         free((void *)sel);
         s->n_replay = (int)lround(replay * s->n_own);
         if (s->n_replay > s->n_rep) s->n_replay = s->n_rep;
@@ -472,6 +476,7 @@ static Plan make_plan(const TrainOpts *o, const World *w, long n_pres) {
     if (o->replay >= 0) p.r.replay = o->replay;
     if (o->vision_lr >= 0) p.r.vision_lr = (float)o->vision_lr;
     if (o->mc_repeat > 0) p.r.mc_repeat = o->mc_repeat;
+    if (o->general_repeat > 0) p.r.general_repeat = o->general_repeat;
     if (o->vision_warmup >= 0) p.r.vision_warmup = o->vision_warmup;
     if (o->base || p.r.mode != TRAIN_FULL) p.r.vision_warmup = 0;   /* a random tower, trained in full */
     p.steps = o->steps > 0 ? o->steps : (long)ceil(p.r.epochs * (double)n_pres / p.r.batch);
@@ -489,10 +494,10 @@ static uint64_t run_fingerprint(const TrainOpts *o, const World *w, const Plan *
     h = hash64(&base_hash, sizeof base_hash, h);
     h = hash64(&p->steps, sizeof p->steps, h);
     char buf[256];
-    int n = snprintf(buf, sizeof buf, "%g %d %g %ld %d %g %g %d %d %g %s %g %g %d %ld", p->r.epochs, p->r.batch,
+    int n = snprintf(buf, sizeof buf, "%g %d %g %ld %d %g %g %d %d %g %s %g %g %d %ld %d", p->r.epochs, p->r.batch,
                      (double)p->r.lr, p->r.warmup, (int)p->r.schedule, (double)p->r.weight_decay,
                      (double)p->r.clip, (int)p->r.mode, p->r.lora_r, (double)p->r.lora_alpha, p->r.lora_targets,
-                     (double)p->r.replay, (double)p->r.vision_lr, p->r.mc_repeat, p->r.vision_warmup);
+                     (double)p->r.replay, (double)p->r.vision_lr, p->r.mc_repeat, p->r.vision_warmup, p->r.general_repeat);
     h = hash64(buf, (size_t)n, h);
     for (int i = 0; i < o->n_exclude; i++) h = hash64(&o->exclude[i], sizeof o->exclude[i], h);
     return h;
@@ -517,6 +522,7 @@ static Json *provenance_extra(const TrainOpts *o, const World *w, const Plan *p,
     json_set(j, "max_grad_norm", json_new_number(p->r.clip));
     json_set(j, "vision_lr_scale", json_new_number(p->r.vision_lr));
     json_set(j, "mc_repeat", json_new_number(p->r.mc_repeat));
+    json_set(j, "general_repeat", json_new_number(p->r.general_repeat));
     if (o->stage == STAGE_PT && !o->base) json_set(j, "vision_warmup_steps", json_new_number((double)p->r.vision_warmup));
     json_set(j, "finetuning", json_new_string(p->r.mode == TRAIN_LORA ? "lora_merged" : "full"));
     if (p->r.mode == TRAIN_LORA) {
@@ -773,7 +779,7 @@ int train_run(const TrainOpts *o) {
 
     Stream s;
     Plan p = make_plan(o, w, 0);
-    stream_init(&s, w, o->stage, o->exclude, o->n_exclude, o->seed, p.r.replay, p.r.mc_repeat);
+    stream_init(&s, w, o->stage, o->exclude, o->n_exclude, o->seed, &p.r);
     p = make_plan(o, w, s.n_pres);
     const Recipe *r = &p.r;
     if (r->mode == TRAIN_LORA) {
@@ -1095,6 +1101,8 @@ static void usage(FILE *f, int stage) {
                "                        presentations into every epoch, drawn afresh (keeps base_pt's knowledge)\n"
                "  --vision-lr S         learning-rate scale of the vision tower and the projector (x lr)\n"
                "  --mc-repeat K         letter multiple-choice items are presented K times an epoch\n"
+               "  --general-repeat K    general items (scenes, general facts) are presented K times an\n"
+               "                        epoch (fine-tuning: K times as likely in the replayed pre-training)\n"
                "  --vision-warmup N     pre-training from scratch: N steps teaching the vision tower the\n"
                "                        scenes' figures before the main loop (0: none)\n"
                "  --state-every SEC     seconds between saved training states (default 30, 0: never)\n"
@@ -1128,6 +1136,7 @@ static int cmd_train(int stage, int argc, char **argv) {
     o.replay = args_double(&a, "replay", -1, 0, 100);
     o.vision_lr = args_double(&a, "vision-lr", -1, 0, 100);
     o.mc_repeat = (int)args_long(&a, "mc-repeat", 0, 0, 100);
+    o.general_repeat = (int)args_long(&a, "general-repeat", 0, 0, 100);
     o.vision_warmup = args_long(&a, "vision-warmup", -1, 0, 100000000L);
     double every = args_double(&a, "state-every", 30, 0, 1e9);
     o.state_every = every == 0 ? -1 : every;

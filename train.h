@@ -49,6 +49,8 @@ typedef struct Recipe {
     long vision_warmup;         /* pre-training from scratch: steps of the vision warm-up that
                                    teaches the tower the scenes' figures first (0: none;
                                    docs/training.md, "The vision warm-up") */
+    int general_repeat;         /* the general items genbench tests (scenes, general facts):
+                                   presentations an epoch (fine-tuning: in the replay pool) */
 } Recipe;
 
 /* The vision warm-up that pre-training from scratch runs first (Recipe.vision_warmup;
@@ -96,6 +98,7 @@ typedef struct TrainOpts {
     double vision_lr;           /* -1: recipe */
     int mc_repeat;              /* 0: recipe */
     long vision_warmup;         /* -1: recipe */
+    int general_repeat;         /* 0: recipe */
     /* Behaviour */
     double state_every;         /* seconds between saved training states (0: 30 s; < 0: never) */
     long stop_after;            /* test hook: save the state and return 3 after this many

@@ -79,6 +79,16 @@ static void count_mc(void *ctx, long step, const Item *const *items, int n) {
     }
 }
 
+/* on_batch hook: general items (the formats genbench tests) against the others. */
+static void count_general(void *ctx, long step, const Item *const *items, int n) {
+    (void)step;
+    McCount *c = ctx;
+    for (int i = 0; i < n; i++) {
+        if (format_is_general(items[i]->format)) c->mc++;
+        else c->other++;
+    }
+}
+
 static double json_num(const char *dir, const char *file, const char *key) {
     char *p = xasprintf("%s/%s", dir, file);
     Json *j = json_load(p);
@@ -253,6 +263,26 @@ int main(void) {
         TEST(fabs(got - want) < 0.05, "mc_repeat 3: MC share %.3f, want %.3f (1 without: %.3f)", got, want,
              (double)n_mc / n_fti);
         free(ftm);
+
+        /* general_repeat: likewise for the scenes and general facts of pre-training,
+         * g items of P presentations: 3 g / (P + 2 g) of one epoch's batches. */
+        McCount gc = {0, 0};
+        long n_ptp = 0, n_gen = 0;
+        for (int i = 0; i < w->n_items; i++)
+            if (w->items[i].stage == STAGE_PT) {
+                n_ptp += w->items[i].repeat;
+                n_gen += format_is_general(w->items[i].format);
+            }
+        char *ptg = tpath("pt_general");
+        o = small_opts(w, STAGE_PT, ptg, (n_ptp + 2 * n_gen) / 8);
+        o.general_repeat = 3;
+        o.on_batch = count_general;
+        o.ctx = &gc;
+        TEST(n_gen > 0 && train_run(&o) == 0, "pre-training with general_repeat runs (%ld general items)", n_gen);
+        want = 3.0 * n_gen / (n_ptp + 2.0 * n_gen), got = (double)gc.mc / (double)(gc.mc + gc.other);
+        TEST(fabs(got - want) < 0.05, "general_repeat 3: general share %.3f, want %.3f (1 without: %.3f)", got, want,
+             (double)n_gen / n_ptp);
+        free(ptg);
     }
 
     /* 5. People lists: IDs and split names. */
