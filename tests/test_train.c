@@ -69,25 +69,20 @@ static void check_batch(void *ctx, long step, const Item *const *items, int n) {
 }
 
 /* on_batch hook: counts letter multiple-choice presentations and the others. */
-typedef struct McCount { long mc, other; } McCount;
-static void count_mc(void *ctx, long step, const Item *const *items, int n) {
+/* on_batch hook: items whose format `is` picks, against the others. */
+typedef struct FormatCount {
+    int (*is)(Format f);
+    long hit, other;
+} FormatCount;
+static void count_formats(void *ctx, long step, const Item *const *items, int n) {
     (void)step;
-    McCount *c = ctx;
+    FormatCount *c = ctx;
     for (int i = 0; i < n; i++) {
-        if (items[i]->format == FMT_MC) c->mc++;
+        if (c->is(items[i]->format)) c->hit++;
         else c->other++;
     }
 }
-
-/* on_batch hook: general items (the formats genbench tests) against the others. */
-static void count_general(void *ctx, long step, const Item *const *items, int n) {
-    (void)step;
-    McCount *c = ctx;
-    for (int i = 0; i < n; i++) {
-        if (format_is_general(items[i]->format)) c->mc++;
-        else c->other++;
-    }
-}
+static int is_person_mc(Format f) { return f == FMT_MC; }
 
 static double json_num(const char *dir, const char *file, const char *key) {
     char *p = xasprintf("%s/%s", dir, file);
@@ -247,7 +242,7 @@ int main(void) {
      * Over one epoch of fine-tuning with mc_repeat 3 their share of the batches is
      * 3 n_mc / (n + 2 n_mc) instead of n_mc / n. */
     if (!sanitized) {
-        McCount mc = {0, 0};
+        FormatCount mc = {is_person_mc, 0, 0};
         int n_fti = 0, n_mc = 0;
         for (int i = 0; i < w->n_items; i++)
             if (w->items[i].stage == STAGE_FT) { n_fti++; n_mc += w->items[i].format == FMT_MC; }
@@ -256,30 +251,30 @@ int main(void) {
         o = small_opts(w, STAGE_FT, ftm, epoch_steps);
         o.base = d1;
         o.mc_repeat = 3;
-        o.on_batch = count_mc;
+        o.on_batch = count_formats;
         o.ctx = &mc;
         TEST(train_run(&o) == 0, "fine-tuning with mc_repeat runs");
-        double want = 3.0 * n_mc / (n_fti + 2.0 * n_mc), got = (double)mc.mc / (double)(mc.mc + mc.other);
+        double want = 3.0 * n_mc / (n_fti + 2.0 * n_mc), got = (double)mc.hit / (double)(mc.hit + mc.other);
         TEST(fabs(got - want) < 0.05, "mc_repeat 3: MC share %.3f, want %.3f (1 without: %.3f)", got, want,
              (double)n_mc / n_fti);
         free(ftm);
 
         /* general_repeat: likewise for the scenes and general facts of pre-training,
-         * g items of P presentations: 3 g / (P + 2 g) of one epoch's batches. */
-        McCount gc = {0, 0};
+         * g of its P presentations: 3 g / (P + 2 g) of one epoch's batches. */
+        FormatCount gc = {format_is_general, 0, 0};
         long n_ptp = 0, n_gen = 0;
         for (int i = 0; i < w->n_items; i++)
             if (w->items[i].stage == STAGE_PT) {
                 n_ptp += w->items[i].repeat;
-                n_gen += format_is_general(w->items[i].format);
+                n_gen += format_is_general(w->items[i].format) ? w->items[i].repeat : 0;
             }
         char *ptg = tpath("pt_general");
         o = small_opts(w, STAGE_PT, ptg, (n_ptp + 2 * n_gen) / 8);
         o.general_repeat = 3;
-        o.on_batch = count_general;
+        o.on_batch = count_formats;
         o.ctx = &gc;
-        TEST(n_gen > 0 && train_run(&o) == 0, "pre-training with general_repeat runs (%ld general items)", n_gen);
-        want = 3.0 * n_gen / (n_ptp + 2.0 * n_gen), got = (double)gc.mc / (double)(gc.mc + gc.other);
+        TEST(n_gen > 0 && train_run(&o) == 0, "pre-training with general_repeat runs (%ld general presentations)", n_gen);
+        want = 3.0 * n_gen / (n_ptp + 2.0 * n_gen), got = (double)gc.hit / (double)(gc.hit + gc.other);
         TEST(fabs(got - want) < 0.05, "general_repeat 3: general share %.3f, want %.3f (1 without: %.3f)", got, want,
              (double)n_gen / n_ptp);
         free(ptg);
