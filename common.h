@@ -5,6 +5,8 @@
  * - die_input(path, fmt, ...): bad input is the user's, not a bug: one line
  *   "pulse: PATH: reason" on stderr and exit status 2.
  * - xmalloc/xcalloc/xrealloc/xstrdup: allocation that cannot return NULL.
+ * - Text: a growable byte string, always NUL-terminated; every output (JSON,
+ *   safetensors headers, PNGs, the report) is built in one and written in one piece.
  * - Rng: a small deterministic generator (splitmix64 seeding + xoshiro256**),
  *   so that the same seed gives the same bytes on every machine.
  * - now_seconds(): a monotonic clock for timings and benches.
@@ -44,6 +46,22 @@ void *xrealloc(void *p, size_t n);
 char *xstrdup(const char *s);
 /* malloc'ed printf. */
 char *xasprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+
+/* ----------------------------------------------------------------------------
+ * A growable byte string. Start from (Text){0}; p stays NUL-terminated after every append,
+ * so text users read it as a C string (binary users go by n). Doubling: appends are
+ * amortised O(1). */
+typedef struct Text {
+    char *p;                    /* the bytes (NULL until something is written) */
+    size_t n, cap;              /* length, allocated bytes */
+} Text;
+void text_reserve(Text *t, size_t extra);        /* room for `extra` more bytes and the NUL */
+void text_putn(Text *t, const void *s, size_t n);
+void text_putc(Text *t, char c);
+void text_puts(Text *t, const char *s);
+void text_printf(Text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void text_free(Text *t);
+const char *text_str(const Text *t);             /* the text ("" when empty); owned by t */
 
 /* ----------------------------------------------------------------------------
  * Deterministic random numbers */

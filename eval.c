@@ -349,21 +349,16 @@ static void ctx_fewshot(Ctx *c, int k, uint64_t seed, const int *holdout, int n_
         snprintf(tag, sizeof tag, "few-shot/%s", task_name(fs_tasks[t]));
         rng_derive(&r, seed, tag);
         rng_shuffle_int(&r, ord, n);
-        size_t len = 0, cap = 256;
-        char *block = xmalloc(cap);
-        block[0] = 0;
+        Text block = {0};
+        text_reserve(&block, 255);
         for (int i = 0; i < k; i++) {
             const EvalItem *e = pool[ord[i]];
             c->excluded[e - c->w->eval] = 1;
             char *q = strip_instruction(e->prompt);
-            char *ex = xasprintf("%s\nAnswer: %s\n\n", q, e->answer);
-            size_t el = strlen(ex);
-            while (len + el + 1 > cap) { cap *= 2; block = xrealloc(block, cap); }
-            memcpy(block + len, ex, el + 1);
-            len += el;
-            free(q); free(ex);
+            text_printf(&block, "%s\nAnswer: %s\n\n", q, e->answer);
+            free(q);
         }
-        c->fewshot[fs_tasks[t]] = block;
+        c->fewshot[fs_tasks[t]] = block.p;
         free(ord); free(pool);
     }
 }
@@ -397,8 +392,7 @@ typedef struct GenJob {
 
 typedef struct GenRow {         /* one row of a decoding batch */
     int *out, n;                /* generated ids (EOS excluded) */
-    char *text;                 /* their bytes so far, special ids skipped (NUL-terminated) */
-    size_t len, cap;
+    Text text;                  /* their bytes so far, special ids skipped */
     int eos;                    /* stopped by EOS */
 } GenRow;
 
@@ -414,18 +408,11 @@ static int gen_take(Ctx *c, const GenJob *j, GenRow *r, int t) {
     if (t == c->m->cfg.eos_token_id) { r->eos = 1; return 0; }
     r->out[r->n++] = t;
     c->st.gen_tokens++;
-    size_t k = c->toklen[t];
-    if (r->len + k + 1 > r->cap) {
-        while (r->len + k + 1 > r->cap) r->cap *= 2;
-        r->text = xrealloc(r->text, r->cap);
-    }
-    memcpy(r->text + r->len, c->tokbytes[t], k);
-    r->len += k;
-    r->text[r->len] = 0;
+    text_putn(&r->text, c->tokbytes[t], c->toklen[t]);
     if (r->n >= c->max_new) return 0;
-    if (j->mc) return !eval_mc_decided(r->text, r->len);
+    if (j->mc) return !eval_mc_decided(r->text.p, r->text.n);
     /* the response ends at the next marker: nothing after it can matter */
-    return memmem(r->text, r->len, MARKER, strlen(MARKER)) == NULL;
+    return memmem(r->text.p, r->text.n, MARKER, strlen(MARKER)) == NULL;
 }
 
 static void decode_batch(Ctx *c, GenJob *jobs, int nb) {
@@ -447,9 +434,7 @@ static void decode_batch(Ctx *c, GenJob *jobs, int nb) {
     int active = 0;
     for (int i = 0; i < nb; i++) {
         g[i].out = xmalloc((size_t)(c->max_new > 0 ? c->max_new : 1) * sizeof(int));
-        g[i].cap = 64;
-        g[i].text = xmalloc(g[i].cap);
-        g[i].text[0] = 0;
+        text_reserve(&g[i].text, 63);                /* "" when nothing is generated */
         if (c->max_new <= 0) continue;
         int t = argmax_row(logits + (size_t)i * V, V);
         if (gen_take(c, &jobs[i], &g[i], t)) { rows[active] = i; tok[active++] = t; }
@@ -469,7 +454,7 @@ static void decode_batch(Ctx *c, GenJob *jobs, int nb) {
         r->gen_done = 1;
         r->n_gen = g[i].n;
         r->eos = g[i].eos;
-        r->generated = g[i].text;                   /* == tok_decode(out, n, skip_special) */
+        r->generated = g[i].text.p;                 /* == tok_decode(out, n, skip_special) */
         free(g[i].out);
     }
     free(g); free(logits); free(rows); free(tok);

@@ -35,30 +35,6 @@
 #include "common.h"
 
 /* ----------------------------------------------------------------------------
- * A growable byte buffer (used by the JSON writer and the PNG encoder). */
-
-typedef struct Buf {
-    char *p;
-    size_t n, cap;
-} Buf;
-
-static void buf_reserve(Buf *b, size_t extra) {
-    if (b->n + extra + 1 <= b->cap) return;
-    size_t cap = b->cap ? b->cap : 256;
-    while (cap < b->n + extra + 1) cap *= 2;
-    b->p = xrealloc(b->p, cap);
-    b->cap = cap;
-}
-static void buf_putn(Buf *b, const void *s, size_t n) {
-    buf_reserve(b, n);
-    memcpy(b->p + b->n, s, n);
-    b->n += n;
-    b->p[b->n] = 0;             /* always NUL-terminated for the text users */
-}
-static void buf_putc(Buf *b, char c) { buf_putn(b, &c, 1); }
-static void buf_puts(Buf *b, const char *s) { buf_putn(b, s, strlen(s)); }
-
-/* ----------------------------------------------------------------------------
  * UTF-8 */
 
 int utf8_next(const char *str, size_t n, uint32_t *cp) {
@@ -82,16 +58,16 @@ int utf8_next(const char *str, size_t n, uint32_t *cp) {
     return len;
 }
 
-static void utf8_put(Buf *b, uint32_t c) {
+static void utf8_put(Text *b, uint32_t c) {
     char t[4];
-    if (c < 0x80) { t[0] = (char)c; buf_putn(b, t, 1); }
-    else if (c < 0x800) { t[0] = (char)(0xC0 | (c >> 6)); t[1] = (char)(0x80 | (c & 0x3F)); buf_putn(b, t, 2); }
+    if (c < 0x80) { t[0] = (char)c; text_putn(b, t, 1); }
+    else if (c < 0x800) { t[0] = (char)(0xC0 | (c >> 6)); t[1] = (char)(0x80 | (c & 0x3F)); text_putn(b, t, 2); }
     else if (c < 0x10000) {
         t[0] = (char)(0xE0 | (c >> 12)); t[1] = (char)(0x80 | ((c >> 6) & 0x3F));
-        t[2] = (char)(0x80 | (c & 0x3F)); buf_putn(b, t, 3);
+        t[2] = (char)(0x80 | (c & 0x3F)); text_putn(b, t, 3);
     } else {
         t[0] = (char)(0xF0 | (c >> 18)); t[1] = (char)(0x80 | ((c >> 12) & 0x3F));
-        t[2] = (char)(0x80 | ((c >> 6) & 0x3F)); t[3] = (char)(0x80 | (c & 0x3F)); buf_putn(b, t, 4);
+        t[2] = (char)(0x80 | ((c >> 6) & 0x3F)); t[3] = (char)(0x80 | (c & 0x3F)); text_putn(b, t, 4);
     }
 }
 
@@ -266,8 +242,8 @@ static long jp_hex4(JsonParser *p, size_t i) {
 
 /* Parses a string literal at p->i (which is '"'); returns the malloc'ed bytes. */
 static char *jp_string(JsonParser *p, size_t *len) {
-    Buf b = {0};
-    buf_reserve(&b, 16);
+    Text b = {0};
+    text_reserve(&b, 16);
     p->i++;
     for (;;) {
         if (p->i >= p->n) { jp_fail(p, "unterminated string"); break; }
@@ -279,7 +255,7 @@ static char *jp_string(JsonParser *p, size_t *len) {
             char e = p->s[p->i + 1];
             const char *from = "\"\\/bfnrt", *to = "\"\\/\b\f\n\r\t";
             const char *hit = e ? strchr(from, e) : NULL;
-            if (hit) { buf_putc(&b, to[hit - from]); p->i += 2; continue; }
+            if (hit) { text_putc(&b, to[hit - from]); p->i += 2; continue; }
             if (e != 'u') { jp_fail(p, "invalid escape '\\%c'", e >= 0x20 && e < 0x7f ? e : '?'); break; }
             long u = jp_hex4(p, p->i + 2);
             if (u < 0) { jp_fail(p, "\\u needs 4 hex digits"); break; }
@@ -299,7 +275,7 @@ static char *jp_string(JsonParser *p, size_t *len) {
         uint32_t cp;
         int k = utf8_next(p->s + p->i, p->n - p->i, &cp);
         if (k == 0) { jp_fail(p, "invalid UTF-8 in a string"); break; }
-        buf_putn(&b, p->s + p->i, (size_t)k);
+        text_putn(&b, p->s + p->i, (size_t)k);
         p->i += (size_t)k;
     }
     free(b.p);
@@ -481,63 +457,63 @@ void json_format_number(char *buf, size_t n, double x) {
 
 /* Escapes s[0..len) as a JSON string literal. Invalid UTF-8 bytes (which JSON cannot
  * hold) become U+FFFD, as Python's errors="replace" does. */
-static void json_escape(Buf *b, const char *s, size_t len) {
-    buf_putc(b, '"');
+static void json_escape(Text *b, const char *s, size_t len) {
+    text_putc(b, '"');
     size_t i = 0;
     while (i < len) {
         unsigned char c = (unsigned char)s[i];
-        if (c == '"') { buf_puts(b, "\\\""); i++; }
-        else if (c == '\\') { buf_puts(b, "\\\\"); i++; }
+        if (c == '"') { text_puts(b, "\\\""); i++; }
+        else if (c == '\\') { text_puts(b, "\\\\"); i++; }
         else if (c < 0x20) {
             char t[8];
             switch (c) {
-            case '\b': buf_puts(b, "\\b"); break;
-            case '\f': buf_puts(b, "\\f"); break;
-            case '\n': buf_puts(b, "\\n"); break;
-            case '\r': buf_puts(b, "\\r"); break;
-            case '\t': buf_puts(b, "\\t"); break;
-            default: snprintf(t, sizeof t, "\\u%04x", c); buf_puts(b, t);
+            case '\b': text_puts(b, "\\b"); break;
+            case '\f': text_puts(b, "\\f"); break;
+            case '\n': text_puts(b, "\\n"); break;
+            case '\r': text_puts(b, "\\r"); break;
+            case '\t': text_puts(b, "\\t"); break;
+            default: snprintf(t, sizeof t, "\\u%04x", c); text_puts(b, t);
             }
             i++;
-        } else if (c < 0x80) { buf_putc(b, (char)c); i++; }
+        } else if (c < 0x80) { text_putc(b, (char)c); i++; }
         else {
             uint32_t cp;
             int k = utf8_next(s + i, len - i, &cp);
-            if (k == 0) { buf_puts(b, "\xEF\xBF\xBD"); i++; }
-            else { buf_putn(b, s + i, (size_t)k); i += (size_t)k; }
+            if (k == 0) { text_puts(b, "\xEF\xBF\xBD"); i++; }
+            else { text_putn(b, s + i, (size_t)k); i += (size_t)k; }
         }
     }
-    buf_putc(b, '"');
+    text_putc(b, '"');
 }
 
-static void json_indent(Buf *b, int indent, int level) {
-    buf_putc(b, '\n');
-    for (int i = 0; i < indent * level; i++) buf_putc(b, ' ');
+static void json_indent(Text *b, int indent, int level) {
+    text_putc(b, '\n');
+    for (int i = 0; i < indent * level; i++) text_putc(b, ' ');
 }
 
-static void json_dump_into(Buf *b, const Json *j, int indent, int level) {
+static void json_dump_into(Text *b, const Json *j, int indent, int level) {
     char num[40];
     switch (j->type) {
-    case JSON_NULL: buf_puts(b, "null"); break;
-    case JSON_BOOL: buf_puts(b, j->boolean ? "true" : "false"); break;
-    case JSON_NUMBER: json_format_number(num, sizeof num, j->number); buf_puts(b, num); break;
+    case JSON_NULL: text_puts(b, "null"); break;
+    case JSON_BOOL: text_puts(b, j->boolean ? "true" : "false"); break;
+    case JSON_NUMBER: json_format_number(num, sizeof num, j->number); text_puts(b, num); break;
     case JSON_STRING: json_escape(b, j->string, j->len); break;
     case JSON_ARRAY:
     case JSON_OBJECT: {
         int obj = j->type == JSON_OBJECT;
-        buf_putc(b, obj ? '{' : '[');
+        text_putc(b, obj ? '{' : '[');
         /* pretty output as Python's json.dumps(indent=k) and serde_json's pretty printer */
         for (size_t i = 0; i < j->len; i++) {
-            if (i) buf_putc(b, ',');
+            if (i) text_putc(b, ',');
             if (indent) json_indent(b, indent, level + 1);
             if (obj) {
                 json_escape(b, j->keys[i], strlen(j->keys[i]));
-                buf_puts(b, indent ? ": " : ":");
+                text_puts(b, indent ? ": " : ":");
             }
             json_dump_into(b, j->items[i], indent, level + 1);
         }
         if (indent && j->len) json_indent(b, indent, level);
-        buf_putc(b, obj ? '}' : ']');
+        text_putc(b, obj ? '}' : ']');
         break;
     }
     }
@@ -545,14 +521,14 @@ static void json_dump_into(Buf *b, const Json *j, int indent, int level) {
 
 char *json_dump(const Json *j, int indent) {
     CHECK(j && indent >= 0);
-    Buf b = {0};
-    buf_reserve(&b, 64);
+    Text b = {0};
+    text_reserve(&b, 64);
     json_dump_into(&b, j, indent, 0);
     return b.p;
 }
 
 void json_write_string(FILE *f, const char *s) {
-    Buf b = {0};
+    Text b = {0};
     json_escape(&b, s, strlen(s));
     fwrite(b.p, 1, b.n, f);
     free(b.p);
@@ -898,14 +874,14 @@ void st_free(StFile *f) {
 void st_write(const char *path, const StTensor *t, int n, const Json *metadata) {
     CHECK(host_little_endian());
     CHECK(n >= 0);
-    Buf h = {0};
-    buf_putc(&h, '{');
+    Text h = {0};
+    text_putc(&h, '{');
     if (metadata) {
         CHECK(metadata->type == JSON_OBJECT);
         for (size_t i = 0; i < metadata->len; i++) CHECK(metadata->items[i]->type == JSON_STRING);
-        buf_puts(&h, "\"__metadata__\":");
+        text_puts(&h, "\"__metadata__\":");
         char *m = json_dump(metadata, 0);
-        buf_puts(&h, m);
+        text_puts(&h, m);
         free(m);
     }
     uint64_t off = 0;
@@ -919,19 +895,19 @@ void st_write(const char *path, const StTensor *t, int n, const Json *metadata) 
         CHECK(numel == 0 || t[i].data);
         for (uint64_t k = 0; k < numel; k++)
             if (!isfinite(t[i].data[k])) die_internal("%s: refusing to write tensor '%s': it holds %s at element %llu", path, t[i].name, isnan(t[i].data[k]) ? "NaN" : "Inf", (unsigned long long)k);
-        if (i || metadata) buf_putc(&h, ',');
+        if (i || metadata) text_putc(&h, ',');
         json_escape(&h, t[i].name, strlen(t[i].name));
-        buf_puts(&h, ":{\"dtype\":\"F32\",\"shape\":[");
+        text_puts(&h, ":{\"dtype\":\"F32\",\"shape\":[");
         for (int d = 0; d < t[i].ndim; d++) {
             snprintf(tmp, sizeof tmp, d ? ",%lld" : "%lld", (long long)t[i].shape[d]);
-            buf_puts(&h, tmp);
+            text_puts(&h, tmp);
         }
         snprintf(tmp, sizeof tmp, "],\"data_offsets\":[%llu,%llu]}", (unsigned long long)off, (unsigned long long)(off + 4 * numel));
-        buf_puts(&h, tmp);
+        text_puts(&h, tmp);
         off += 4 * numel;
     }
-    buf_putc(&h, '}');
-    while (h.n % 8) buf_putc(&h, ' ');   /* the reference pads so the data is 8-aligned */
+    text_putc(&h, '}');
+    while (h.n % 8) text_putc(&h, ' ');   /* the reference pads so the data is 8-aligned */
 
     AtomicFile af;
     FILE *f = atomic_open(&af, path);
@@ -984,17 +960,17 @@ uint32_t adler32_update(uint32_t adler, const uint8_t *p, size_t n) {
 
 #define IMAGE_MAX_SIDE 16384    /* both ways: we never write what we would refuse to read */
 
-static void put_be32(Buf *b, uint32_t x) {
+static void put_be32(Text *b, uint32_t x) {
     unsigned char t[4] = {(unsigned char)(x >> 24), (unsigned char)(x >> 16), (unsigned char)(x >> 8), (unsigned char)x};
-    buf_putn(b, t, 4);
+    text_putn(b, t, 4);
 }
 
-static void png_chunk(Buf *b, const char *type, const unsigned char *data, size_t n) {
+static void png_chunk(Text *b, const char *type, const unsigned char *data, size_t n) {
     CHECK(n <= 0x7FFFFFFF);
     put_be32(b, (uint32_t)n);
     size_t start = b->n;
-    buf_putn(b, type, 4);
-    if (n) buf_putn(b, data, n);
+    text_putn(b, type, 4);
+    if (n) text_putn(b, data, n);
     put_be32(b, crc32_update(0, (const uint8_t *)b->p + start, n + 4));
 }
 
@@ -1008,22 +984,22 @@ void png_write(const char *path, int w, int h, const uint8_t *rgb) {
         memcpy(raw + y * row + 1, rgb + (size_t)y * w * 3, (size_t)w * 3);
     }
     /* zlib stream: header 78 01, stored deflate blocks of at most 65535 bytes, Adler-32 */
-    Buf z = {0};
-    buf_putn(&z, "\x78\x01", 2);
+    Text z = {0};
+    text_putn(&z, "\x78\x01", 2);
     size_t pos = 0;
     do {
         size_t k = raw_n - pos < 65535 ? raw_n - pos : 65535;
         unsigned char hdr[5] = {(unsigned char)(pos + k == raw_n), (unsigned char)k, (unsigned char)(k >> 8),
                                 (unsigned char)~k, (unsigned char)(~k >> 8)};
-        buf_putn(&z, hdr, 5);
-        buf_putn(&z, raw + pos, k);
+        text_putn(&z, hdr, 5);
+        text_putn(&z, raw + pos, k);
         pos += k;
     } while (pos < raw_n);
     put_be32(&z, adler32_update(1, raw, raw_n));
     free(raw);
 
-    Buf png = {0};
-    buf_putn(&png, "\x89PNG\r\n\x1a\n", 8);
+    Text png = {0};
+    text_putn(&png, "\x89PNG\r\n\x1a\n", 8);
     unsigned char ihdr[13] = {(unsigned char)(w >> 24), (unsigned char)(w >> 16), (unsigned char)(w >> 8), (unsigned char)w,
                               (unsigned char)(h >> 24), (unsigned char)(h >> 16), (unsigned char)(h >> 8), (unsigned char)h,
                               8, 2, 0, 0, 0};   /* 8 bits, colour type 2 (RGB), deflate, filter 0, no interlace */
@@ -1223,7 +1199,7 @@ static int paeth(int a, int b, int c) {
 static void png_read(const char *path, const uint8_t *d, size_t n, Image *img) {
     size_t pos = 8;
     int w = 0, h = 0, bpp = 0, seen_ihdr = 0, seen_iend = 0;
-    Buf idat = {0};
+    Text idat = {0};
     while (!seen_iend) {
         if (n - pos < 12) die_input(path, "truncated PNG (chunk header at byte %zu)", pos);
         uint32_t len = be32(d + pos);
@@ -1249,7 +1225,7 @@ static void png_read(const char *path, const uint8_t *d, size_t n, Image *img) {
             if (data[10] != 0 || data[11] != 0) die_input(path, "corrupt PNG (unknown compression or filter method)");
             if (data[12] != 0) die_input(path, "interlaced PNG is not supported");
         } else if (memcmp(type, "IDAT", 4) == 0) {
-            buf_putn(&idat, data, len);
+            text_putn(&idat, data, len);
         } else if (memcmp(type, "IEND", 4) == 0) {
             seen_iend = 1;
         } else if (type[0] >= 'A' && type[0] <= 'Z' && memcmp(type, "PLTE", 4) != 0) {

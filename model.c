@@ -66,16 +66,23 @@ int config_vision_layers_used(const LlavaConfig *c) {
     return k >= 0 ? k : L + 1 + k;
 }
 
+/* A config field outside its range is bad input: one line naming the field. */
+static void need_int(const char *path, const char *name, int v, int lo, int hi) {
+    if (v < lo || v > hi) die_input(path, "%s %d is not in [%d, %d]", name, v, lo, hi);
+}
+
+/* The same for a real; open_lo: lo itself is out (NaN always is). */
+static void need_real(const char *path, const char *name, double v, int open_lo, double lo, double hi) {
+    if (!(open_lo ? v > lo : v >= lo) || !(v <= hi))
+        die_input(path, "%s %g is not in %c%g, %g]", name, v, open_lo ? '(' : '[', lo, hi);
+}
+
 void config_validate(const LlavaConfig *c, const char *path) {
     /* sizes: each positive and small enough that products cannot overflow an int */
-    if (c->vocab_size < 5 || c->vocab_size > (1 << 20))
-        die_input(path, "text_config.vocab_size %d is not in [5, %d]", c->vocab_size, 1 << 20);
-    if (c->hidden_size < 2 || c->hidden_size > 16384)
-        die_input(path, "text_config.hidden_size %d is not in [2, 16384]", c->hidden_size);
-    if (c->intermediate_size < 1 || c->intermediate_size > 65536)
-        die_input(path, "text_config.intermediate_size %d is not in [1, 65536]", c->intermediate_size);
-    if (c->num_hidden_layers < 1 || c->num_hidden_layers > 256)
-        die_input(path, "text_config.num_hidden_layers %d is not in [1, 256]", c->num_hidden_layers);
+    need_int(path, "text_config.vocab_size", c->vocab_size, 5, 1 << 20);
+    need_int(path, "text_config.hidden_size", c->hidden_size, 2, 16384);
+    need_int(path, "text_config.intermediate_size", c->intermediate_size, 1, 65536);
+    need_int(path, "text_config.num_hidden_layers", c->num_hidden_layers, 1, 256);
     if (c->num_attention_heads < 1 || c->hidden_size % c->num_attention_heads != 0)
         die_input(path, "text_config.num_attention_heads %d does not divide hidden_size %d",
                   c->num_attention_heads, c->hidden_size);
@@ -84,18 +91,12 @@ void config_validate(const LlavaConfig *c, const char *path) {
     if (c->num_key_value_heads < 1 || c->num_attention_heads % c->num_key_value_heads != 0)
         die_input(path, "text_config.num_key_value_heads %d does not divide num_attention_heads %d",
                   c->num_key_value_heads, c->num_attention_heads);
-    if (!(c->rms_norm_eps > 0.0) || c->rms_norm_eps > 1.0)
-        die_input(path, "text_config.rms_norm_eps %g is not in (0, 1]", c->rms_norm_eps);
-    if (!(c->rope_theta > 1.0) || c->rope_theta > 1e12)
-        die_input(path, "text_config.rope_theta %g is not in (1, 1e12]", c->rope_theta);
-    if (!(c->initializer_range >= 0.0) || c->initializer_range > 10.0)
-        die_input(path, "text_config.initializer_range %g is not in [0, 10]", c->initializer_range);
-    if (c->v_hidden_size < 1 || c->v_hidden_size > 16384)
-        die_input(path, "vision_config.hidden_size %d is not in [1, 16384]", c->v_hidden_size);
-    if (c->v_intermediate_size < 1 || c->v_intermediate_size > 65536)
-        die_input(path, "vision_config.intermediate_size %d is not in [1, 65536]", c->v_intermediate_size);
-    if (c->v_num_hidden_layers < 1 || c->v_num_hidden_layers > 256)
-        die_input(path, "vision_config.num_hidden_layers %d is not in [1, 256]", c->v_num_hidden_layers);
+    need_real(path, "text_config.rms_norm_eps", c->rms_norm_eps, 1, 0.0, 1.0);
+    need_real(path, "text_config.rope_theta", c->rope_theta, 1, 1.0, 1e12);
+    need_real(path, "text_config.initializer_range", c->initializer_range, 0, 0.0, 10.0);
+    need_int(path, "vision_config.hidden_size", c->v_hidden_size, 1, 16384);
+    need_int(path, "vision_config.intermediate_size", c->v_intermediate_size, 1, 65536);
+    need_int(path, "vision_config.num_hidden_layers", c->v_num_hidden_layers, 1, 256);
     if (c->v_num_attention_heads < 1 || c->v_hidden_size % c->v_num_attention_heads != 0)
         die_input(path, "vision_config.num_attention_heads %d does not divide hidden_size %d",
                   c->v_num_attention_heads, c->v_hidden_size);
@@ -105,10 +106,8 @@ void config_validate(const LlavaConfig *c, const char *path) {
         die_input(path, "vision_config.image_size %d is not a multiple of patch_size %d", c->image_size, c->patch_size);
     if (c->num_channels != 3)
         die_input(path, "vision_config.num_channels %d: only RGB (3) images are supported", c->num_channels);
-    if (!(c->layer_norm_eps > 0.0) || c->layer_norm_eps > 1.0)
-        die_input(path, "vision_config.layer_norm_eps %g is not in (0, 1]", c->layer_norm_eps);
-    if (!(c->v_initializer_range >= 0.0) || c->v_initializer_range > 10.0)
-        die_input(path, "vision_config.initializer_range %g is not in [0, 10]", c->v_initializer_range);
+    need_real(path, "vision_config.layer_norm_eps", c->layer_norm_eps, 1, 0.0, 1.0);
+    need_real(path, "vision_config.initializer_range", c->v_initializer_range, 0, 0.0, 10.0);
     int L = c->v_num_hidden_layers;
     if (c->vision_feature_layer < -(L + 1) || c->vision_feature_layer > L)
         die_input(path, "vision_feature_layer %d is outside [%d, %d] for %d vision layers",

@@ -26,44 +26,7 @@
 #include "io.h"
 
 /* ============================================================================
- * Text buffer */
-
-/* Room for `extra` more bytes and the NUL; doubling, so appends are amortised O(1). */
-static void text_reserve(Text *t, size_t extra) {
-    if (t->n + extra + 1 <= t->cap) return;
-    size_t cap = t->cap ? t->cap : 256;
-    while (cap < t->n + extra + 1) cap *= 2;
-    t->p = xrealloc(t->p, cap);
-    t->cap = cap;
-}
-
-/* Appends n bytes (may hold anything but NUL: the text stays a C string). */
-static void text_putn(Text *t, const char *s, size_t n) {
-    text_reserve(t, n);
-    memcpy(t->p + t->n, s, n);
-    t->n += n;
-    t->p[t->n] = 0;
-}
-
-void text_puts(Text *t, const char *s) { text_putn(t, s, strlen(s)); }
-
-/* Two passes of vsnprintf: measure, then write in place (no fixed-size buffer). */
-void text_printf(Text *t, const char *fmt, ...) {
-    va_list ap;
-    va_start(ap, fmt);
-    int k = vsnprintf(NULL, 0, fmt, ap);
-    va_end(ap);
-    CHECK(k >= 0);
-    text_reserve(t, (size_t)k);
-    va_start(ap, fmt);
-    vsnprintf(t->p + t->n, (size_t)k + 1, fmt, ap);
-    va_end(ap);
-    t->n += (size_t)k;
-}
-
-void text_free(Text *t) { free(t->p); t->p = NULL; t->n = t->cap = 0; }
-
-const char *text_str(const Text *t) { return t->p ? t->p : ""; }
+ * Numbers */
 
 void fmt_value(char *buf, size_t n, double x, int decimals) {
     if (isnan(x)) { snprintf(buf, n, "-"); return; }

@@ -21,19 +21,10 @@
 
 #include <stddef.h>
 
-/* ----------------------------------------------------------------------------
- * A growable NUL-terminated text buffer: every output is built in memory, then
- * written atomically in one piece. Start from (Text){0}. */
-typedef struct Text {
-    char *p;                    /* the text (NULL until something is written) */
-    size_t n, cap;              /* length, allocated bytes */
-} Text;
+#include "common.h"
 
-void text_puts(Text *t, const char *s);
-void text_printf(Text *t, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-void text_free(Text *t);
-/* The text ("" when empty); stays owned by t. */
-const char *text_str(const Text *t);
+/* Text (the growable buffer every output is built in) is common.h's. */
+
 
 /* A number with `decimals` digits after the point, or "-" when x is NaN (not measured).
  * Negative zero prints as "0.0" so that equal reports stay byte-identical. */

@@ -1436,37 +1436,13 @@ Tensor *op_lora(Tape *tp, Tensor *y, Tensor *x, Tensor *A, Tensor *B, float s) {
 /* ----------------------------------------------------------------------------
  * Embedding, row concat, row gather */
 
-static void embedding_backward(Node *nd) {
-    Tensor *W = nd->in[0];
-    const int *ids = nd->aux;
-    int n = nd->i[0], D = nd->i[1];
-    /* out[i] = W[ids[i]]  ->  dW[ids[i]] += dout[i], serially (ids repeat) */
-    for (int i = 0; i < n; i++)
-        kern_axpy(W->grad + (size_t)ids[i] * D, 1.0f, nd->out->grad + (size_t)i * D, D);
-}
-
+/* An embedding lookup is a row gather of W, viewed in the caller's shape. */
 Tensor *op_embedding(Tape *tp, Tensor *W, const int *ids, int n, int out_ndim, const int *out_shape) {
     CHECKF(W->ndim == 2, "op_embedding: W must be [V, D]");
-    int V = W->shape[0], D = W->shape[1];
-    Tensor *out;
-    if (out_ndim == 0) {
-        int shape[2] = {n, D};
-        out = tensor_new(tp, 2, shape, wants_grad(tp, W, NULL, NULL));
-    } else {
-        CHECKF(out_shape[out_ndim - 1] == D && shape_numel(out_ndim, out_shape) == (size_t)n * D,
-               "op_embedding: out_shape must be [.., %d] with %d rows", D, n);
-        out = tensor_new(tp, out_ndim, out_shape, wants_grad(tp, W, NULL, NULL));
-    }
-    for (int i = 0; i < n; i++) {
-        CHECKF(ids[i] >= 0 && ids[i] < V, "op_embedding: id %d not in [0, %d)", ids[i], V);
-        memcpy(out->data + (size_t)i * D, W->data + (size_t)ids[i] * D, (size_t)D * sizeof(float));
-    }
-    Node *nd = record(tp, embedding_backward, out, W, NULL, NULL);
-    if (nd) {
-        nd->aux = arena_copy(tp, ids, (size_t)n * sizeof(int));
-        nd->i[0] = n; nd->i[1] = D;
-    }
-    return out;
+    Tensor *out = op_gather_rows(tp, W, ids, n);
+    if (out_ndim == 0) return out;
+    CHECKF(out_shape[out_ndim - 1] == W->shape[1], "op_embedding: out_shape must end in %d", W->shape[1]);
+    return op_reshape(tp, out, out_ndim, out_shape);
 }
 
 static void concat_rows_backward(Node *nd) {

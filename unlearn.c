@@ -963,6 +963,9 @@ static void usage(FILE *f) {
         "  --retain SPEC      retain people (default: every other person of the same kind)\n"
         "  --forget-data      qa: QA pairs only (pretrained default); all: every item of the stage\n"
         "                     (finetuned default: every fine-tuning item about them)\n"
+        "  --steps K          length in optimizer steps (default 0: from --epochs)\n"
+        "  --epochs E         passes over the forget data (default 0: auto, each forget person's\n"
+        "                     items presented %d times in all, docs/methods.md)\n"
         "  --params           what LoRA targets: llm (default), proj+llm, all (+ vision tower);\n"
         "                     with --lora-r 0 those weights train fully instead\n"
         "  --ref-model CKPT   frozen reference (default: the model before this operation)\n"
@@ -971,7 +974,7 @@ static void usage(FILE *f) {
         "Writes OUT/adapter/ (PEFT adapter_config.json + adapter_model.safetensors; not with --lora-r 0),\n"
         "OUT/merged/ (with --merge or --lora-r 0) and OUT/unlearn.json (settings, status, steps,\n"
         "losses, time). A step whose loss or gradient is not finite stops the operation: no model is\n"
-        "written, unlearn.json records status \"diverged\", exit status 1.\n");
+        "written, unlearn.json records status \"diverged\", exit status 1.\n", UL_EXPOSURE);
 }
 
 /* Person indices from a comma list of IDs and split names (sorted, unique, at least one);
