@@ -21,6 +21,7 @@
 
 #include "common.h"
 #include "io.h"
+#include "checkpoint.h"
 #include "tests/test.h"
 
 static char tmpdir[256];
@@ -34,19 +35,6 @@ static void write_raw(const char *path, const void *data, size_t n) {
     CHECK(fclose(f) == 0);
 }
 
-static void rmtree(const char *path) {
-    DIR *d = opendir(path);
-    if (!d) { remove(path); return; }
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char *p = xasprintf("%s/%s", path, e->d_name);
-        rmtree(p);
-        free(p);
-    }
-    closedir(d);
-    rmdir(path);
-}
 
 /* ----------------------------------------------------------------------------
  * Child processes: run a reader, collect its exit status and stderr. */
@@ -930,6 +918,6 @@ int main(int argc, char **argv) {
     test_ppm();
     test_image_refusals();
     test_fuzz();
-    rmtree(tmpdir);
+    remove_tree(tmpdir);
     return test_summary();
 }

@@ -18,25 +18,12 @@
 #include "common.h"
 #include "io.h"
 #include "tokenizer.h"
+#include "checkpoint.h"
 #include "tests/test.h"
 
 static char tmpdir[256];
 
 static char *tpath(const char *name) { return xasprintf("%s/%s", tmpdir, name); }
-
-static void rmtree(const char *path) {
-    DIR *d = opendir(path);
-    if (!d) { remove(path); return; }
-    struct dirent *e;
-    while ((e = readdir(d))) {
-        if (!strcmp(e->d_name, ".") || !strcmp(e->d_name, "..")) continue;
-        char *p = xasprintf("%s/%s", path, e->d_name);
-        rmtree(p);
-        free(p);
-    }
-    closedir(d);
-    rmdir(path);
-}
 
 /* A small deterministic corpus: pseudo-words with a Zipf-like frequency. */
 static char **make_corpus(int nlines, uint64_t seed) {
@@ -519,6 +506,6 @@ int main(int argc, char **argv) {
     test_refusals();
     test_fuzz_load();
     test_speed_corpus();
-    rmtree(tmpdir);
+    remove_tree(tmpdir);
     return test_summary();
 }
