@@ -25,7 +25,6 @@
 
 /* Text (the growable buffer every output is built in) is common.h's. */
 
-
 /* A number with `decimals` digits after the point, or "-" when x is NaN (not measured).
  * Negative zero prints as "0.0" so that equal reports stay byte-identical. */
 void fmt_value(char *buf, size_t n, double x, int decimals);

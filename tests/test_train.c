@@ -68,7 +68,6 @@ static void check_batch(void *ctx, long step, const Item *const *items, int n) {
     }
 }
 
-/* on_batch hook: counts letter multiple-choice presentations and the others. */
 /* on_batch hook: items whose format `is` picks, against the others. */
 typedef struct FormatCount {
     int (*is)(Format f);
