@@ -59,13 +59,13 @@
  * warm-up and cosine decay, clipping at 1.0: what made 1M-parameter models learn in
  * ../shared/research/feasibility.md. Epochs count presentations (Item.repeat included). */
 static const Recipe recipes[] = {
-    /* preset  stage     epochs batch  lr      warmup sched      wd    clip  mode        r   alpha targets replay vision_lr mc_repeat vision_warmup general_repeat */
-    {"tiny",  STAGE_PT,   2,    16,   2e-3f,   20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1},
-    {"tiny",  STAGE_FT,   4,    16,   2e-3f,   10,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1},
-    {"small", STAGE_PT,  10,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1, 2000, 1},
-    {"small", STAGE_FT,  15,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 1,    0, 3},
-    {"paper", STAGE_PT,  10,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1, 2000, 1},
-    {"paper", STAGE_FT,  15,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 1,    0, 1},
+    /* preset  stage     epochs batch  lr      warmup sched      wd    clip  mode        r   alpha targets replay vision_lr mc_repeat vision_warmup general_repeat mc_warmup */
+    {"tiny",  STAGE_PT,   2,    16,   2e-3f,   20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0},
+    {"tiny",  STAGE_FT,   4,    16,   2e-3f,   10,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0},
+    {"small", STAGE_PT,  10,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 3, 2000, 1, 2500},
+    {"small", STAGE_FT,  15,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 3,    0, 3,    0},
+    {"paper", STAGE_PT,  10,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1, 2000, 1,    0},
+    {"paper", STAGE_FT,  15,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 1,    0, 1,    0},
 };
 
 Recipe train_recipe(const char *preset, int stage) {
@@ -100,6 +100,7 @@ TrainOpts train_opts_default(int stage) {
     o.replay = -1;
     o.vision_lr = -1;
     o.vision_warmup = -1;
+    o.mc_warmup = -1;
     return o;
 }
 
@@ -178,11 +179,12 @@ static int item_presentations(const Item *it, const Recipe *rc) {
     return r;
 }
 
-/* Items of `stages` without the excluded people, expanded by item_presentations (World
- * order); *n gets the count. The selection is returned in *sel (free it). */
-static const Item **presentations(const World *w, int stages, const int *exclude, int n_exclude, const Recipe *rc,
-                                  const Item ***sel, int *n_sel, int *n) {
-    Select q = {stages, FMT_ALL, MOD_ANY, n_exclude ? exclude : NULL, n_exclude, 1};
+/* Items of `stages` in `formats` (FMT_ALL: every one) and `modality` without the excluded
+ * people, expanded by item_presentations (World order); *n gets the count. The selection
+ * is returned in *sel (free it). */
+static const Item **presentations(const World *w, int stages, unsigned formats, int modality, const int *exclude,
+                                  int n_exclude, const Recipe *rc, const Item ***sel, int *n_sel, int *n) {
+    Select q = {stages, formats, modality, n_exclude ? exclude : NULL, n_exclude, 1};
     *sel = world_select(w, &q, n_sel);
     int total = 0;
     for (int i = 0; i < *n_sel; i++) total += item_presentations((*sel)[i], rc);
@@ -197,18 +199,18 @@ static const Item **presentations(const World *w, int stages, const int *exclude
 /* The stage's presentations, plus for fine-tuning with replay > 0 a pool of pre-training
  * presentations of which replay x (fine-tuning presentations) are mixed into every epoch
  * (a fresh draw each epoch), so that base_ft keeps what base_pt knew. */
-static void stream_init(Stream *s, const World *w, int stage, const int *exclude, int n_exclude, uint64_t seed,
-                        const Recipe *rc) {
+static void stream_init(Stream *s, const World *w, int stage, unsigned formats, int modality, const int *exclude,
+                        int n_exclude, uint64_t seed, const Recipe *rc) {
     double replay = rc->replay;
     memset(s, 0, sizeof *s);
     s->w = w;
     s->seed = seed;
-    s->pres = presentations(w, stage, exclude, n_exclude, rc, &s->items, &s->n_items, &s->n_own);
+    s->pres = presentations(w, stage, formats, modality, exclude, n_exclude, rc, &s->items, &s->n_items, &s->n_own);
     if (s->n_own == 0) die_input(w->dir, "no %s items to train on", stage_name(stage));
     if (stage == STAGE_FT && replay > 0) {
         const Item **sel;
         int n_sel;
-        s->rep = presentations(w, STAGE_PT, exclude, n_exclude, rc, &sel, &n_sel, &s->n_rep);
+        s->rep = presentations(w, STAGE_PT, FMT_ALL, MOD_ANY, exclude, n_exclude, rc, &sel, &n_sel, &s->n_rep);
         free((void *)sel);
         s->n_replay = (int)lround(replay * s->n_own);
         if (s->n_replay > s->n_rep) s->n_replay = s->n_rep;
@@ -478,7 +480,9 @@ static Plan make_plan(const TrainOpts *o, const World *w, long n_pres) {
     if (o->mc_repeat > 0) p.r.mc_repeat = o->mc_repeat;
     if (o->general_repeat > 0) p.r.general_repeat = o->general_repeat;
     if (o->vision_warmup >= 0) p.r.vision_warmup = o->vision_warmup;
+    if (o->mc_warmup >= 0) p.r.mc_warmup = o->mc_warmup;
     if (o->base || p.r.mode != TRAIN_FULL) p.r.vision_warmup = 0;   /* a random tower, trained in full */
+    if (o->base || o->stage != STAGE_PT) p.r.mc_warmup = 0;          /* pre-training from scratch only */
     p.steps = o->steps > 0 ? o->steps : (long)ceil(p.r.epochs * (double)n_pres / p.r.batch);
     if (p.steps < 1) p.steps = 1;
     return p;
@@ -494,10 +498,11 @@ static uint64_t run_fingerprint(const TrainOpts *o, const World *w, const Plan *
     h = hash64(&base_hash, sizeof base_hash, h);
     h = hash64(&p->steps, sizeof p->steps, h);
     char buf[256];
-    int n = snprintf(buf, sizeof buf, "%g %d %g %ld %d %g %g %d %d %g %s %g %g %d %ld %d", p->r.epochs, p->r.batch,
+    int n = snprintf(buf, sizeof buf, "%g %d %g %ld %d %g %g %d %d %g %s %g %g %d %ld %d %ld", p->r.epochs, p->r.batch,
                      (double)p->r.lr, p->r.warmup, (int)p->r.schedule, (double)p->r.weight_decay,
                      (double)p->r.clip, (int)p->r.mode, p->r.lora_r, (double)p->r.lora_alpha, p->r.lora_targets,
-                     (double)p->r.replay, (double)p->r.vision_lr, p->r.mc_repeat, p->r.vision_warmup, p->r.general_repeat);
+                     (double)p->r.replay, (double)p->r.vision_lr, p->r.mc_repeat, p->r.vision_warmup, p->r.general_repeat,
+                     p->r.mc_warmup);
     h = hash64(buf, (size_t)n, h);
     for (int i = 0; i < o->n_exclude; i++) h = hash64(&o->exclude[i], sizeof o->exclude[i], h);
     return h;
@@ -523,7 +528,10 @@ static Json *provenance_extra(const TrainOpts *o, const World *w, const Plan *p,
     json_set(j, "vision_lr_scale", json_new_number(p->r.vision_lr));
     json_set(j, "mc_repeat", json_new_number(p->r.mc_repeat));
     json_set(j, "general_repeat", json_new_number(p->r.general_repeat));
-    if (o->stage == STAGE_PT && !o->base) json_set(j, "vision_warmup_steps", json_new_number((double)p->r.vision_warmup));
+    if (o->stage == STAGE_PT && !o->base) {
+        json_set(j, "vision_warmup_steps", json_new_number((double)p->r.vision_warmup));
+        json_set(j, "mc_warmup_steps", json_new_number((double)p->r.mc_warmup));
+    }
     json_set(j, "finetuning", json_new_string(p->r.mode == TRAIN_LORA ? "lora_merged" : "full"));
     if (p->r.mode == TRAIN_LORA) {
         json_set(j, "lora_r", json_new_number(p->r.lora_r));
@@ -541,7 +549,7 @@ static Json *provenance_extra(const TrainOpts *o, const World *w, const Plan *p,
 
 /* OUT/training.json: what changes from run to run (time, threads) and the loss curve. */
 static void write_training_log(const char *out, const Plan *p, const State *st, double final_loss,
-                               long resumed_at, double warmup_seconds) {
+                               long resumed_at, double warmup_seconds, double mc_warmup_seconds) {
     Json *j = json_new_object();
     json_set(j, "steps", json_new_number((double)p->steps));
     json_set(j, "tokens", json_new_number((double)st->tokens));
@@ -550,6 +558,8 @@ static void write_training_log(const char *out, const Plan *p, const State *st, 
      * this session: none in the recipe, or an earlier session ran it) */
     if (!isnan(warmup_seconds))
         json_set(j, "vision_warmup_seconds", json_new_number(round(warmup_seconds * 1000.0) / 1000.0));
+    if (!isnan(mc_warmup_seconds))
+        json_set(j, "mc_warmup_seconds", json_new_number(round(mc_warmup_seconds * 1000.0) / 1000.0));
     json_set(j, "tokens_per_second", json_new_number(round(st->tokens / (st->seconds > 0 ? st->seconds : 1))));
     json_set(j, "threads", json_new_number(kern_threads()));
     json_set(j, "simd", json_new_string(kern_simd_name()));
@@ -746,6 +756,80 @@ double train_vision_warmup(Model *m, const World *w, long steps, uint64_t seed, 
     return tail / n_tail;
 }
 
+/* One optimizer step on the batch: forward on the tape, backward into the grads, clip,
+ * AdamW, drop the activations. Returns the loss; a non-finite one stops the run. */
+static float train_step(Model *m, Tape *tp, const Batch *bt, const AdamW *opt, float clip, float lr,
+                        const char *what, long step) {
+    ForwardOpts fo;
+    memset(&fo, 0, sizeof fo);
+    model_zero_grad(m);
+    ForwardOut out = model_forward(m, tp, bt, &fo);
+    float loss = out.loss->data[0];
+    if (!isfinite(loss)) die_internal("%s: the loss is %g at step %ld (diverged)", what, loss, step);
+    tape_backward(tp, out.loss);
+    model_clip_grad(m, clip);
+    model_adamw_step(m, opt, lr);
+    tape_reset(tp);
+    return loss;
+}
+
+/* ============================================================================
+ * The multiple-choice warm-up. Answering a multiple-choice question by its letter is a
+ * skill of its own (find the option that is the answer, give the letter before it): in
+ * the pre-training mix a 1M-parameter model never acquires it (letter accuracy at chance
+ * while option likelihood is ~100%), but trained on the people's text-only questions and
+ * their letter multiple choice alone it does, after ~2,500 steps at lr 1e-3
+ * (docs/training.md, "Letter multiple choice"). So pre-training from scratch runs
+ * Recipe.mc_warmup such steps after the vision warm-up: the stage's text-only questions and
+ * letter multiple choice, about people (the excluded people left out) and general facts
+ * (presentations as in the main loop),
+ * batch and clipping of the recipe, peak lr MCW_LR with the recipe's warm-up and a cosine
+ * to 0, then the optimizer is reset and the main loop starts. Its streams are the main
+ * loop's under another seed, so its order, renderings and options are its own. */
+#define MCW_LR 1e-3f                /* measured: docs/training.md */
+#define MCW_FORMATS (FMT_BIT(FMT_QA) | FMT_BIT(FMT_MC) | FMT_BIT(FMT_FACT) | FMT_BIT(FMT_FACT_MC))
+
+static void train_mc_warmup(Model *m, const World *w, const Tokenizer *tok, const TrainOpts *o, const Recipe *r,
+                              long steps) {
+    Stream s;
+    uint64_t seed = o->seed ^ 0x6d6377726d7570ULL;      /* "mcwrmup" */
+    stream_init(&s, w, STAGE_PT, MCW_FORMATS, MOD_TEXT, o->exclude, o->n_exclude, seed, r);
+    Feed f;
+    feed_init(&f, r->batch);
+    Tape tp;
+    tape_init(&tp, (size_t)64 << 20);
+    model_set_train(m, TRAIN_FULL, NULL);
+    AdamW opt = adamw_default();
+    opt.weight_decay = r->weight_decay;
+    opt.vision_lr_scale = r->vision_lr;
+    double tail = 0.0;
+    int n_tail = 0;
+    Progress pr;
+    if (!o->quiet) progress_start(&pr, "pretrain: multiple-choice warm-up", steps);
+    for (long step = 0; step < steps; step++) {
+        feed_step(&f, &s, tok, m->n_patches, step);
+        if (o->on_batch) o->on_batch(o->ctx, -1 - step, f.items, r->batch);
+        float loss = train_step(m, &tp, &f.bt, &opt, r->clip, lr_schedule(LR_COSINE, step, steps, r->warmup, MCW_LR),
+                                "pretrain: multiple-choice warm-up", step);
+        if (step >= steps - LOSS_RING) { tail += loss; n_tail++; }
+        if (!o->quiet) {
+            char extra[32];
+            snprintf(extra, sizeof extra, "loss %.3f", loss);
+            progress_update(&pr, step + 1, extra);
+        }
+    }
+    double final = n_tail ? tail / n_tail : NAN;
+    if (!o->quiet) {
+        char extra[32];
+        snprintf(extra, sizeof extra, "final loss %.3f", final);
+        progress_end(&pr, extra);
+    }
+    model_reset_optimizer(m);
+    tape_free(&tp);
+    feed_free(&f);
+    stream_free(&s);
+}
+
 int train_run(const TrainOpts *o) {
     CHECK(o->stage == STAGE_PT || o->stage == STAGE_FT);
     if (!o->out) die_input(NULL, "%s: --out is required", stage_name(o->stage));
@@ -779,7 +863,7 @@ int train_run(const TrainOpts *o) {
 
     Stream s;
     Plan p = make_plan(o, w, 0);
-    stream_init(&s, w, o->stage, o->exclude, o->n_exclude, o->seed, &p.r);
+    stream_init(&s, w, o->stage, FMT_ALL, MOD_ANY, o->exclude, o->n_exclude, o->seed, &p.r);
     p = make_plan(o, w, s.n_pres);
     const Recipe *r = &p.r;
     if (r->mode == TRAIN_LORA) {
@@ -810,6 +894,13 @@ int train_run(const TrainOpts *o) {
             fprintf(stderr, "%s: vision warm-up: %ld steps in %.1f s, final loss %.3f\n", stage_name(o->stage),
                     r->vision_warmup, warm_secs, wl);
     }
+    double mcw_secs = NAN;
+    if (!resumed && r->mc_warmup > 0) {
+        double tw = now_seconds();
+        train_mc_warmup(m, w, tok, o, r, r->mc_warmup);
+        model_set_train(m, r->mode, NULL);
+        mcw_secs = now_seconds() - tw;
+    }
     long stop_after = o->stop_after;
     const char *env = getenv("PULSE_TRAIN_STOP_AFTER");
     if (env && *env) stop_after = atol(env);
@@ -820,8 +911,6 @@ int train_run(const TrainOpts *o) {
     feed_init(&f, r->batch);
     Tape tp;
     tape_init(&tp, (size_t)64 << 20);
-    ForwardOpts fo;
-    memset(&fo, 0, sizeof fo);
 
     if (!o->quiet) {
         fprintf(stderr, "%s: %d items (%d presentations an epoch), %ld steps of %d, lr %g %s, warm-up %ld, %s, "
@@ -843,15 +932,7 @@ int train_run(const TrainOpts *o) {
         long tokens = feed_step(&f, &s, tok, m->n_patches, step);
         if (o->on_batch) o->on_batch(o->ctx, step, f.items, r->batch);
         float lr = lr_schedule(r->schedule, step, p.steps, r->warmup, r->lr);
-        /* forward on the tape, backward into the grads, clip, AdamW, drop the activations */
-        model_zero_grad(m);
-        ForwardOut out = model_forward(m, &tp, &f.bt, &fo);
-        float loss = out.loss->data[0];
-        if (!isfinite(loss)) die_internal("%s: the loss is %g at step %ld (diverged)", stage_name(o->stage), loss, step);
-        tape_backward(&tp, out.loss);
-        model_clip_grad(m, r->clip);
-        model_adamw_step(m, &opt, lr);
-        tape_reset(&tp);
+        float loss = train_step(m, &tp, &f.bt, &opt, r->clip, lr, stage_name(o->stage), step);
 
         st.step = step + 1;
         st.tokens += tokens;
@@ -908,7 +989,7 @@ int train_run(const TrainOpts *o) {
         snprintf(fph, sizeof fph, "%016llx", (unsigned long long)w->fingerprint);
         Provenance pv = {stage_name(o->stage), p.preset, o->seed, fph, p.steps};
         save_checkpoint(o->out, m, tok, &pv, provenance_extra(o, w, &p, &st, final_loss, base_hash));
-        write_training_log(o->out, &p, &st, final_loss, resumed_at, warm_secs);
+        write_training_log(o->out, &p, &st, final_loss, resumed_at, warm_secs, mcw_secs);
         if (file_exists(state_path)) unlink(state_path);
         if (!o->quiet)
             fprintf(stderr, "%s: %ld steps, %ld tokens in %.1f s (%.0f tokens/s, %d threads, %.0f%% of positions "
@@ -1105,6 +1186,9 @@ static void usage(FILE *f, int stage) {
                "                        epoch (fine-tuning: K times as likely in the replayed pre-training)\n"
                "  --vision-warmup N     pre-training from scratch: N steps teaching the vision tower the\n"
                "                        scenes' figures before the main loop (0: none)\n"
+               "  --mc-warmup N         pre-training from scratch: N steps on the people's text-only\n"
+               "                        questions and letter multiple choice alone, after the vision\n"
+               "                        warm-up (0: none)\n"
                "  --state-every SEC     seconds between saved training states (default 30, 0: never)\n"
                "  --no-gates            do not evaluate the gates after training\n"
                "Restarting the same command after an interruption resumes from CKPT.state.\n",
@@ -1138,6 +1222,7 @@ static int cmd_train(int stage, int argc, char **argv) {
     o.mc_repeat = (int)args_long(&a, "mc-repeat", 0, 0, 100);
     o.general_repeat = (int)args_long(&a, "general-repeat", 0, 0, 100);
     o.vision_warmup = args_long(&a, "vision-warmup", -1, 0, 100000000L);
+    o.mc_warmup = args_long(&a, "mc-warmup", -1, 0, 100000000L);
     double every = args_double(&a, "state-every", 30, 0, 1e9);
     o.state_every = every == 0 ? -1 : every;
     int no_gates = args_flag(&a, "no-gates");

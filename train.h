@@ -51,6 +51,10 @@ typedef struct Recipe {
                                    docs/training.md, "The vision warm-up") */
     int general_repeat;         /* the general items genbench tests (scenes, general facts):
                                    presentations an epoch (fine-tuning: in the replay pool) */
+    long mc_warmup;             /* pre-training from scratch: steps on the text-only questions
+                                   and letter multiple choice (people, general facts) alone,
+                                   after the vision warm-up (0: none; docs/training.md,
+                                   "Letter multiple choice") */
 } Recipe;
 
 /* The vision warm-up that pre-training from scratch runs first (Recipe.vision_warmup;
@@ -99,12 +103,14 @@ typedef struct TrainOpts {
     int mc_repeat;              /* 0: recipe */
     long vision_warmup;         /* -1: recipe */
     int general_repeat;         /* 0: recipe */
+    long mc_warmup;             /* -1: recipe */
     /* Behaviour */
     double state_every;         /* seconds between saved training states (0: 30 s; < 0: never) */
     long stop_after;            /* test hook: save the state and return 3 after this many
                                    steps (0: off; env PULSE_TRAIN_STOP_AFTER sets it too) */
     int quiet;                  /* no progress bar or summary lines */
-    /* Test hook: called with the items of every batch before its step (may be NULL). */
+    /* Test hook: called with the items of every batch before its step (may be NULL); the
+     * multiple-choice warm-up's batches come first, as steps -1, -2, ... */
     void (*on_batch)(void *ctx, long step, const Item *const *items, int n);
     void *ctx;
 } TrainOpts;

@@ -2,8 +2,9 @@
  * directory from data/): the loss goes down, two runs give the same bytes (also with 1 vs
  * 2 threads), an interrupted and resumed run gives the same bytes as an uninterrupted one,
  * excluded people never reach a batch (and every other item does, each epoch), LoRA
- * fine-tuning saves a plain merged checkpoint, the gates evaluate, and the vision warm-up
- * trains only the vision side, deterministically.
+ * fine-tuning saves a plain merged checkpoint, the gates evaluate, the vision warm-up
+ * trains only the vision side, deterministically, and the multiple-choice warm-up trains on
+ * what it must.
  * Short runs (batch 8, a few dozen steps) keep it to seconds; fewer under sanitizers. */
 #include <math.h>
 #include <stdlib.h>
@@ -82,6 +83,30 @@ static void count_formats(void *ctx, long step, const Item *const *items, int n)
     }
 }
 static int is_person_mc(Format f) { return f == FMT_MC; }
+
+/* on_batch hook for the multiple-choice warm-up: its batches (negative steps) must come
+ * first and hold only text-only QA / letter MC items, about people not excluded or general
+ * facts. */
+typedef struct WarmupSeen {
+    const int *excluded;
+    int n_excluded;
+    long warm, main, qa, mc, bad;
+} WarmupSeen;
+static void check_warmup_batch(void *ctx, long step, const Item *const *items, int n) {
+    WarmupSeen *s = ctx;
+    for (int i = 0; i < n; i++) {
+        const Item *it = items[i];
+        if (step >= 0) { s->main++; continue; }
+        s->warm++;
+        if (s->main) s->bad++;
+        int ok = it->image < 0 && (it->person >= 0 ? it->format == FMT_QA || it->format == FMT_MC
+                                                    : it->format == FMT_FACT || it->format == FMT_FACT_MC);
+        for (int k = 0; k < s->n_excluded; k++) ok &= it->person != s->excluded[k];
+        if (!ok) s->bad++;
+        else if (it->format == FMT_QA || it->format == FMT_FACT) s->qa++;
+        else s->mc++;
+    }
+}
 
 static double json_num(const char *dir, const char *file, const char *key) {
     char *p = xasprintf("%s/%s", dir, file);
@@ -344,6 +369,51 @@ int main(void) {
 #endif
         model_free(m0);
         model_free(m1);
+    }
+
+    /* 8. The multiple-choice warm-up: its batches hold only text-only questions and letter
+     * multiple choice (people, never an excluded one, and general facts); it is recorded; 1
+     * and 2 threads give the same bytes. */
+    {
+        long n_mcw = sanitized ? 4 : 40;
+        char *mw = tpath("mcw"), *mw2 = tpath("mcw2");
+        const Split *cs = world_split(w, "celebrity");     /* half the celebrities left out */
+        const int *ex = cs->people;
+        int n_ex = cs->n / 2;
+        WarmupSeen ws = {0};
+        ws.excluded = ex;
+        ws.n_excluded = n_ex;
+        TrainOpts om = small_opts(w, STAGE_PT, mw, 3);
+        om.mc_warmup = n_mcw;
+        om.exclude = ex;
+        om.n_exclude = n_ex;
+        om.on_batch = check_warmup_batch;
+        om.ctx = &ws;
+        TEST(train_run(&om) == 0, "pretrain with the multiple-choice warm-up runs");
+        TEST(ws.warm == n_mcw * 8 && ws.main == 3 * 8, "warm-up batches first, then the main loop's (%ld, %ld)", ws.warm,
+             ws.main);
+        TEST(ws.bad == 0 && ws.mc > 0 && ws.qa > 0,
+             "warm-up batches: text-only QA (%ld) and letter MC (%ld) only, no one excluded (%ld other)", ws.qa, ws.mc,
+             ws.bad);
+        TEST(json_num(mw, "training.json", "mc_warmup_seconds") >= 0, "training.json records the warm-up's time");
+        {
+            char *cp = xasprintf("%s/config.json", mw);
+            Json *cj = json_load(cp);
+            Json *pv = json_get(json_get(cj, "pulse"), "mc_warmup_steps");
+            TEST(pv && pv->number == n_mcw, "config.json's provenance records the warm-up's steps");
+            json_free(cj);
+            free(cp);
+        }
+#ifdef _OPENMP
+        int nth = omp_get_max_threads();
+        omp_set_num_threads(nth == 1 ? 2 : 1);
+        om.out = mw2;
+        om.on_batch = NULL;
+        TEST(train_run(&om) == 0, "again on another thread count");
+        omp_set_num_threads(nth);
+        TEST(same_ckpt(mw, mw2), "warm-up + training: the same bytes on 1 and 2 threads");
+#endif
+        free(mw); free(mw2);
     }
 
     free(seen.item_seen);
