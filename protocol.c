@@ -405,7 +405,9 @@ static uint64_t stage_train(Ctx *c, const char *name, int stage, const char *bas
     h = h_int(h, r.schedule); h = h_dbl(h, r.weight_decay); h = h_dbl(h, r.clip); h = h_int(h, r.mode);
     h = h_int(h, r.lora_r); h = h_dbl(h, r.lora_alpha); h = h_str(h, r.lora_targets); h = h_dbl(h, r.replay);
     h = h_dbl(h, r.vision_lr); h = h_int(h, r.mc_repeat); h = h_int(h, base ? 0 : r.vision_warmup);
-    h = h_int(h, r.general_repeat); h = h_int(h, base || stage != STAGE_PT ? 0 : r.mc_warmup);
+    h = h_int(h, r.general_repeat);
+    long mcw = base || stage != STAGE_PT ? 0 : r.mc_warmup;
+    if (mcw) h = h_int(h, mcw);     /* only when on: stages of recipes without it keep their hash */
     if (!base) {
         /* from scratch: the preset's model */
         LlavaConfig mc = train_model_config(c->preset->name, c->preset->vocab_size);

@@ -498,12 +498,12 @@ static uint64_t run_fingerprint(const TrainOpts *o, const World *w, const Plan *
     h = hash64(&base_hash, sizeof base_hash, h);
     h = hash64(&p->steps, sizeof p->steps, h);
     char buf[256];
-    int n = snprintf(buf, sizeof buf, "%g %d %g %ld %d %g %g %d %d %g %s %g %g %d %ld %d %ld", p->r.epochs, p->r.batch,
+    int n = snprintf(buf, sizeof buf, "%g %d %g %ld %d %g %g %d %d %g %s %g %g %d %ld %d", p->r.epochs, p->r.batch,
                      (double)p->r.lr, p->r.warmup, (int)p->r.schedule, (double)p->r.weight_decay,
                      (double)p->r.clip, (int)p->r.mode, p->r.lora_r, (double)p->r.lora_alpha, p->r.lora_targets,
-                     (double)p->r.replay, (double)p->r.vision_lr, p->r.mc_repeat, p->r.vision_warmup, p->r.general_repeat,
-                     p->r.mc_warmup);
+                     (double)p->r.replay, (double)p->r.vision_lr, p->r.mc_repeat, p->r.vision_warmup, p->r.general_repeat);
     h = hash64(buf, (size_t)n, h);
+    if (p->r.mc_warmup) h = hash64(&p->r.mc_warmup, sizeof p->r.mc_warmup, h);  /* only when on (older states stay valid) */
     for (int i = 0; i < o->n_exclude; i++) h = hash64(&o->exclude[i], sizeof o->exclude[i], h);
     return h;
 }
