@@ -781,16 +781,16 @@ static float train_step(Model *m, Tape *tp, const Batch *bt, const AdamW *opt, f
  * their letter multiple choice alone it does, after ~2,500 steps at lr 1e-3
  * (docs/training.md, "Letter multiple choice"). So pre-training from scratch runs
  * Recipe.mc_warmup such steps after the vision warm-up: the stage's text-only questions and
- * letter multiple choice, about people (the excluded people left out) and general facts
- * (presentations as in the main loop),
- * batch and clipping of the recipe, peak lr MCW_LR with the recipe's warm-up and a cosine
- * to 0, then the optimizer is reset and the main loop starts. Its streams are the main
- * loop's under another seed, so its order, renderings and options are its own. */
+ * letter multiple choice, about people (the excluded people left out) and general facts,
+ * presented as in the main loop, with the recipe's batch and clipping, peak lr MCW_LR with
+ * the recipe's warm-up and a cosine to 0; then the optimizer is reset and the main loop
+ * starts. Its streams are the main loop's under another seed, so its order, renderings and
+ * options are its own. */
 #define MCW_LR 1e-3f                /* measured: docs/training.md */
 #define MCW_FORMATS (FMT_BIT(FMT_QA) | FMT_BIT(FMT_MC) | FMT_BIT(FMT_FACT) | FMT_BIT(FMT_FACT_MC))
 
 static void train_mc_warmup(Model *m, const World *w, const Tokenizer *tok, const TrainOpts *o, const Recipe *r,
-                              long steps) {
+                            long steps) {
     Stream s;
     uint64_t seed = o->seed ^ 0x6d6377726d7570ULL;      /* "mcwrmup" */
     stream_init(&s, w, STAGE_PT, MCW_FORMATS, MOD_TEXT, o->exclude, o->n_exclude, seed, r);
@@ -1186,9 +1186,9 @@ static void usage(FILE *f, int stage) {
                "                        epoch (fine-tuning: K times as likely in the replayed pre-training)\n"
                "  --vision-warmup N     pre-training from scratch: N steps teaching the vision tower the\n"
                "                        scenes' figures before the main loop (0: none)\n"
-               "  --mc-warmup N         pre-training from scratch: N steps on the people's text-only\n"
-               "                        questions and letter multiple choice alone, after the vision\n"
-               "                        warm-up (0: none)\n"
+               "  --mc-warmup N         pre-training from scratch: N steps on the text-only questions and\n"
+               "                        letter multiple choice (people, general facts) alone, after the\n"
+               "                        vision warm-up (0: none)\n"
                "  --state-every SEC     seconds between saved training states (default 30, 0: never)\n"
                "  --no-gates            do not evaluate the gates after training\n"
                "Restarting the same command after an interruption resumes from CKPT.state.\n",
