@@ -115,6 +115,7 @@ void text_reserve(Text *t, size_t extra) {
     while (cap < t->n + extra + 1) cap *= 2;
     t->p = xrealloc(t->p, cap);
     t->cap = cap;
+    t->p[t->n] = 0;             /* a fresh buffer is a string at once ("" when empty) */
 }
 
 void text_putn(Text *t, const void *s, size_t n) {

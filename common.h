@@ -55,7 +55,8 @@ typedef struct Text {
     char *p;                    /* the bytes (NULL until something is written) */
     size_t n, cap;              /* length, allocated bytes */
 } Text;
-void text_reserve(Text *t, size_t extra);        /* room for `extra` more bytes and the NUL */
+void text_reserve(Text *t, size_t extra);        /* room for `extra` more bytes and the NUL;
+                                                    t->p is then a string, "" if empty */
 void text_putn(Text *t, const void *s, size_t n);
 void text_putc(Text *t, char c);
 void text_puts(Text *t, const char *s);

@@ -863,6 +863,25 @@ static void fuzz_file(Reader fn, const unsigned char *orig, size_t n, int iters,
     free(p); free(m);
 }
 
+/* Text: a reserved buffer is a string at once, even in memory that held something else
+ * (the decoder's rows keep text.p as the response when nothing is generated). */
+static void test_text(void) {
+    for (int round = 0; round < 8; round++) {
+        char *junk = xmalloc(256);                    /* a Text's first block is 256 bytes */
+        memset(junk, 'x', 256);
+        free(junk);                                   /* the next block of this size is likely it */
+        Text t = {0};
+        text_reserve(&t, 63);
+        TEST(t.p && t.p[0] == 0 && t.n == 0 && strcmp(text_str(&t), "") == 0, "reserved empty text is \"\" (round %d)", round);
+        text_puts(&t, "ab");
+        text_reserve(&t, 1000);                       /* grows: the content and its NUL move along */
+        TEST(strcmp(t.p, "ab") == 0 && t.n == 2, "grown text keeps \"ab\"");
+        text_printf(&t, "%d", 42);
+        TEST(strcmp(text_str(&t), "ab42") == 0, "printf appends");
+        text_free(&t);
+    }
+}
+
 static void test_fuzz(void) {
     float v[24];
     for (int i = 0; i < 24; i++) v[i] = (float)i * 0.25f - 1;
@@ -902,6 +921,7 @@ int main(int argc, char **argv) {
     }
     snprintf(tmpdir, sizeof tmpdir, "%s/pulse_test_io_XXXXXX", getenv("TMPDIR") ? getenv("TMPDIR") : "/tmp");
     CHECK(mkdtemp(tmpdir));
+    test_text();
     test_json_numbers();
     test_json_strings();
     test_json_nested();
