@@ -26,6 +26,7 @@
 #include "data.h"
 #include "io.h"
 #include "test.h"
+#include "tokenizer.h"
 
 static const char *raw_dir(void) {
     const char *r = getenv("PULSE_RAW");
@@ -808,6 +809,38 @@ static void test_refusals(const char *base, const char *w1) {
     free(kept); free(other); free(cmd); free(dir);
 }
 
+/* The small world's vocabulary holds every value a multiple-choice question asks about a
+ * person (and every birthplace's country) as one token: the letter skill needs it
+ * (docs/training.md, "Letter multiple choice"); at 1,024 tokens 42 of these 122 (values of
+ * the asked attributes, then each birthplace's country) were 2-5 tokens: " actor",
+ * " Berlin", " Germany". */
+static void test_small_values_one_token(const char *base) {
+    char *dir = xasprintf("%s/small", base);
+    const Preset *small = preset_find("small");
+    CHECK(small);
+    data_generate(small, 1, raw_dir(), dir);
+    World *w = world_load(dir);
+    char *tp = xasprintf("%s/tokenizer.json", dir);
+    Tokenizer *tok = tok_load(tp);
+    int n = 0, multi = 0, ids[16];
+    char text[128], first[128] = "";
+    for (int a = 0; a <= w->n_attrs; a++) {
+        int nv = a < w->n_attrs ? w->attrs[a].n_values : w->attrs[1].n_values;
+        for (int v = 0; v < nv; v++) {
+            const char *val = a < w->n_attrs ? w->attrs[a].values[v] : w->countries[v];
+            snprintf(text, sizeof text, " %s", val);
+            int k = tok_encode(tok, text, ids, 16);
+            n++;
+            if (k != 1 && multi++ == 0) snprintf(first, sizeof first, "\"%s\" is %d tokens", val, k);
+        }
+    }
+    TEST(!strcmp(w->attrs[1].name, "birthplace"), "attribute 1 is %s, not birthplace", w->attrs[1].name);
+    TEST(n > 100 && multi == 0, "%d of %d attribute values and countries are several tokens (%s)", multi, n, first);
+    tok_free(tok);
+    world_free(w);
+    free(tp); free(dir);
+}
+
 int main(void) {
     char base[] = "/tmp/pulse-test-data-XXXXXX";
     CHECK(mkdtemp(base));
@@ -844,6 +877,7 @@ int main(void) {
     world_free(w);
     test_refusals(base, w1);
     test_faces_raw_refused(base);
+    test_small_values_one_token(base);
 
     char *cmd = xasprintf("rm -rf %s", base);
     CHECK(system(cmd) == 0);
