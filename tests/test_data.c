@@ -812,7 +812,7 @@ static void test_refusals(const char *base, const char *w1) {
 /* The small world's vocabulary holds every value a multiple-choice question asks about a
  * person (and every birthplace's country) as one token: the letter skill needs it
  * (docs/training.md, "Letter multiple choice"); at 1,024 tokens 42 of these 122 (values of
- * the asked attributes, then each birthplace's country) were 2-5 tokens: " actor",
+ * the asked attributes, then each birthplace's country) were 2-7 tokens: " actor",
  * " Berlin", " Germany". */
 static void test_small_values_one_token(const char *base) {
     char *dir = xasprintf("%s/small", base);
