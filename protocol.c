@@ -407,7 +407,11 @@ static uint64_t stage_train(Ctx *c, const char *name, int stage, const char *bas
     h = h_dbl(h, r.vision_lr); h = h_int(h, r.mc_repeat); h = h_int(h, base ? 0 : r.vision_warmup);
     h = h_int(h, r.general_repeat);
     long mcw = base || stage != STAGE_PT ? 0 : r.mc_warmup;
-    if (mcw) h = h_int(h, mcw);     /* only when on: stages of recipes without it keep their hash */
+    if (mcw) {                      /* only when on: stages of recipes without it keep their hash */
+        h = h_int(h, mcw);
+        h = h_str(h, TRAIN_MCW_SCHEDULE);
+    }
+    if (r.mc_face_repeat || r.mc_name_repeat) h = h_int(h_int(h, r.mc_face_repeat), r.mc_name_repeat);  /* likewise */
     if (!base) {
         /* from scratch: the preset's model */
         LlavaConfig mc = train_model_config(c->preset->name, c->preset->vocab_size);

@@ -59,13 +59,13 @@
  * warm-up and cosine decay, clipping at 1.0: what made 1M-parameter models learn in
  * ../shared/research/feasibility.md. Epochs count presentations (Item.repeat included). */
 static const Recipe recipes[] = {
-    /* preset  stage     epochs batch  lr      warmup sched      wd    clip  mode        r   alpha targets replay vision_lr mc_repeat vision_warmup general_repeat mc_warmup */
-    {"tiny",  STAGE_PT,   2,    16,   2e-3f,   20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0},
-    {"tiny",  STAGE_FT,   4,    16,   2e-3f,   10,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0},
-    {"small", STAGE_PT,  10,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 3, 2000, 1, 2500},
-    {"small", STAGE_FT,  15,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 3,    0, 3,    0},
-    {"paper", STAGE_PT,  10,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1, 2000, 1,    0},
-    {"paper", STAGE_FT,  15,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 1,    0, 1,    0},
+    /* preset  stage     epochs batch  lr      warmup sched      wd    clip  mode        r   alpha targets replay vision_lr mc_repeat vision_warmup general_repeat mc_warmup mc_face mc_name */
+    {"tiny",  STAGE_PT,   2,    16,   2e-3f,   20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0, 0, 0},
+    {"tiny",  STAGE_FT,   4,    16,   2e-3f,   10,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0, 0, 0},
+    {"small", STAGE_PT,  10,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 3, 2000, 1, 4000, 5, 2},
+    {"small", STAGE_FT,  15,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 3,    0, 3,    0, 5, 2},
+    {"paper", STAGE_PT,  10,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1, 2000, 1,    0, 0, 0},
+    {"paper", STAGE_FT,  15,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 1,    0, 1,    0, 0, 0},
 };
 
 Recipe train_recipe(const char *preset, int stage) {
@@ -170,11 +170,18 @@ typedef struct Stream {
 
 /* Presentations of an item an epoch: its repeat (celebrity fame), times the recipe's
  * mc_repeat for the letter multiple-choice formats (the letter skill is learned per fact
- * and late) and general_repeat for the general formats genbench tests (scenes and facts:
- * the figures are learned late, and fine-tuning's replay must keep both). */
+ * and late; a person's question with the face or by name mc_face_repeat / mc_name_repeat
+ * times instead when set: the letter with the face is the last to come) and
+ * general_repeat for the general formats genbench tests (scenes and facts: the figures are
+ * learned late, and fine-tuning's replay must keep both). */
 static int item_presentations(const Item *it, const Recipe *rc) {
     int r = it->repeat > 0 ? it->repeat : 1;
-    if (format_is_mc(it->format) && rc->mc_repeat > 1) r *= rc->mc_repeat;
+    if (format_is_mc(it->format)) {
+        int k = rc->mc_repeat;
+        if (it->format == FMT_MC && it->image >= 0 && rc->mc_face_repeat > 0) k = rc->mc_face_repeat;
+        if (it->format == FMT_MC && it->image < 0 && rc->mc_name_repeat > 0) k = rc->mc_name_repeat;
+        if (k > 1) r *= k;
+    }
     if (format_is_general(it->format) && rc->general_repeat > 1) r *= rc->general_repeat;
     return r;
 }
@@ -481,6 +488,8 @@ static Plan make_plan(const TrainOpts *o, const World *w, long n_pres) {
     if (o->general_repeat > 0) p.r.general_repeat = o->general_repeat;
     if (o->vision_warmup >= 0) p.r.vision_warmup = o->vision_warmup;
     if (o->mc_warmup >= 0) p.r.mc_warmup = o->mc_warmup;
+    if (o->mc_face_repeat > 0) p.r.mc_face_repeat = o->mc_face_repeat;
+    if (o->mc_name_repeat > 0) p.r.mc_name_repeat = o->mc_name_repeat;
     if (o->base || p.r.mode != TRAIN_FULL) p.r.vision_warmup = 0;   /* a random tower, trained in full */
     if (o->base || o->stage != STAGE_PT) p.r.mc_warmup = 0;          /* pre-training from scratch only */
     p.steps = o->steps > 0 ? o->steps : (long)ceil(p.r.epochs * (double)n_pres / p.r.batch);
@@ -503,7 +512,14 @@ static uint64_t run_fingerprint(const TrainOpts *o, const World *w, const Plan *
                      (double)p->r.clip, (int)p->r.mode, p->r.lora_r, (double)p->r.lora_alpha, p->r.lora_targets,
                      (double)p->r.replay, (double)p->r.vision_lr, p->r.mc_repeat, p->r.vision_warmup, p->r.general_repeat);
     h = hash64(buf, (size_t)n, h);
-    if (p->r.mc_warmup) h = hash64(&p->r.mc_warmup, sizeof p->r.mc_warmup, h);  /* only when on (older states stay valid) */
+    if (p->r.mc_warmup) {       /* only when on (older states stay valid) */
+        h = hash64(&p->r.mc_warmup, sizeof p->r.mc_warmup, h);
+        h = hash64(TRAIN_MCW_SCHEDULE, sizeof TRAIN_MCW_SCHEDULE, h);
+    }
+    if (p->r.mc_face_repeat || p->r.mc_name_repeat) {    /* likewise */
+        h = hash64(&p->r.mc_face_repeat, sizeof p->r.mc_face_repeat, h);
+        h = hash64(&p->r.mc_name_repeat, sizeof p->r.mc_name_repeat, h);
+    }
     for (int i = 0; i < o->n_exclude; i++) h = hash64(&o->exclude[i], sizeof o->exclude[i], h);
     return h;
 }
@@ -527,6 +543,8 @@ static Json *provenance_extra(const TrainOpts *o, const World *w, const Plan *p,
     json_set(j, "max_grad_norm", json_new_number(p->r.clip));
     json_set(j, "vision_lr_scale", json_new_number(p->r.vision_lr));
     json_set(j, "mc_repeat", json_new_number(p->r.mc_repeat));
+    json_set(j, "mc_face_repeat", json_new_number(p->r.mc_face_repeat ? p->r.mc_face_repeat : p->r.mc_repeat));
+    json_set(j, "mc_name_repeat", json_new_number(p->r.mc_name_repeat ? p->r.mc_name_repeat : p->r.mc_repeat));
     json_set(j, "general_repeat", json_new_number(p->r.general_repeat));
     if (o->stage == STAGE_PT && !o->base) {
         json_set(j, "vision_warmup_steps", json_new_number((double)p->r.vision_warmup));
@@ -778,22 +796,26 @@ static float train_step(Model *m, Tape *tp, const Batch *bt, const AdamW *opt, f
  * skill of its own (find the option that is the answer, give the letter before it): in
  * the pre-training mix a 1M-parameter model never acquires it (letter accuracy at chance
  * while option likelihood is ~100%), but trained on the people's text-only questions and
- * their letter multiple choice alone it does, after ~2,500 steps at lr 1e-3
- * (docs/training.md, "Letter multiple choice"). So pre-training from scratch runs
- * Recipe.mc_warmup such steps after the vision warm-up: the stage's text-only questions and
- * letter multiple choice, about people (the excluded people left out) and general facts,
- * presented as in the main loop, with the recipe's batch and clipping, peak lr MCW_LR with
- * the recipe's warm-up and a cosine to 0; then the optimizer is reset and the main loop
- * starts. Its streams are the main loop's under another seed, so its order, renderings and
- * options are its own. */
-#define MCW_LR 1e-3f                /* measured: docs/training.md */
+ * their letter multiple choice alone it does, abruptly, after 2,500-3,000 steps at lr 1e-3
+ * (docs/training.md, "Letter multiple choice"; when, depends on the seed). So pre-training
+ * from scratch runs Recipe.mc_warmup such steps after the vision warm-up: the stage's
+ * text-only questions and letter multiple choice, about people (the excluded people left
+ * out) and general facts, presented as in the main loop, with the recipe's batch and
+ * clipping, at the learning rate of train_mcw_lr() (constant after the recipe's ramp: a
+ * cosine decay lowers the rate just when the skill appears, and on seed 2 it formed late
+ * or not at all); then the optimizer is reset and the main loop starts. Its streams are
+ * the main loop's under another seed, so its order, renderings and options are its own. */
+float train_mcw_lr(long step, long warmup) { return lr_schedule(LR_CONSTANT, step, 0, warmup, TRAIN_MCW_LR); }
+
 #define MCW_FORMATS (FMT_BIT(FMT_QA) | FMT_BIT(FMT_MC) | FMT_BIT(FMT_FACT) | FMT_BIT(FMT_FACT_MC))
 
 static void train_mc_warmup(Model *m, const World *w, const Tokenizer *tok, const TrainOpts *o, const Recipe *r,
                             long steps) {
     Stream s;
     uint64_t seed = o->seed ^ 0x6d6377726d7570ULL;      /* "mcwrmup" */
-    stream_init(&s, w, STAGE_PT, MCW_FORMATS, MOD_TEXT, o->exclude, o->n_exclude, seed, r);
+    Recipe wr = *r;             /* every MC item mc_repeat times, as measured */
+    wr.mc_face_repeat = wr.mc_name_repeat = 0;
+    stream_init(&s, w, STAGE_PT, MCW_FORMATS, MOD_TEXT, o->exclude, o->n_exclude, seed, &wr);
     Feed f;
     feed_init(&f, r->batch);
     Tape tp;
@@ -809,7 +831,7 @@ static void train_mc_warmup(Model *m, const World *w, const Tokenizer *tok, cons
     for (long step = 0; step < steps; step++) {
         feed_step(&f, &s, tok, m->n_patches, step);
         if (o->on_batch) o->on_batch(o->ctx, -1 - step, f.items, r->batch);
-        float loss = train_step(m, &tp, &f.bt, &opt, r->clip, lr_schedule(LR_COSINE, step, steps, r->warmup, MCW_LR),
+        float loss = train_step(m, &tp, &f.bt, &opt, r->clip, train_mcw_lr(step, r->warmup),
                                 "pretrain: multiple-choice warm-up", step);
         if (step >= steps - LOSS_RING) { tail += loss; n_tail++; }
         if (!o->quiet) {
@@ -1182,6 +1204,8 @@ static void usage(FILE *f, int stage) {
                "                        presentations into every epoch, drawn afresh (keeps base_pt's knowledge)\n"
                "  --vision-lr S         learning-rate scale of the vision tower and the projector (x lr)\n"
                "  --mc-repeat K         letter multiple-choice items are presented K times an epoch\n"
+               "  --mc-face-repeat K    a person's letter MC item with the face: K times instead\n"
+               "  --mc-name-repeat K    a person's text-only letter MC item: K times instead\n"
                "  --general-repeat K    general items (scenes, general facts) are presented K times an\n"
                "                        epoch (fine-tuning: K times as likely in the replayed pre-training)\n"
                "  --vision-warmup N     pre-training from scratch: N steps teaching the vision tower the\n"
@@ -1220,6 +1244,8 @@ static int cmd_train(int stage, int argc, char **argv) {
     o.replay = args_double(&a, "replay", -1, 0, 100);
     o.vision_lr = args_double(&a, "vision-lr", -1, 0, 100);
     o.mc_repeat = (int)args_long(&a, "mc-repeat", 0, 0, 100);
+    o.mc_face_repeat = (int)args_long(&a, "mc-face-repeat", 0, 0, 100);
+    o.mc_name_repeat = (int)args_long(&a, "mc-name-repeat", 0, 0, 100);
     o.general_repeat = (int)args_long(&a, "general-repeat", 0, 0, 100);
     o.vision_warmup = args_long(&a, "vision-warmup", -1, 0, 100000000L);
     o.mc_warmup = args_long(&a, "mc-warmup", -1, 0, 100000000L);

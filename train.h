@@ -55,6 +55,10 @@ typedef struct Recipe {
                                    and letter multiple choice (people, general facts) alone,
                                    after the vision warm-up (0: none; docs/training.md,
                                    "Letter multiple choice") */
+    int mc_face_repeat;         /* a person's letter MC item with the face (format mc, image):
+                                   presentations an epoch instead of mc_repeat (0: mc_repeat) */
+    int mc_name_repeat;         /* a person's text-only letter MC item (by name): likewise
+                                   (0: mc_repeat). The multiple-choice warm-up ignores both */
 } Recipe;
 
 /* The vision warm-up that pre-training from scratch runs first (Recipe.vision_warmup;
@@ -67,6 +71,14 @@ typedef struct Recipe {
  * (if not NULL); NAN, and m untouched, when the world has no scenes. Afterwards m's
  * optimizer state is reset and only the vision side is left trainable. */
 double train_vision_warmup(Model *m, const World *w, long steps, uint64_t seed, double *first);
+
+/* The learning rate of step `step` (from 0) of the multiple-choice warm-up
+ * (Recipe.mc_warmup): a linear ramp over `warmup` steps (the recipe's) to TRAIN_MCW_LR, then
+ * constant to the end (docs/training.md, "Letter multiple choice"). TRAIN_MCW_SCHEDULE names
+ * that schedule in the training fingerprint and pulse run's stage hash. */
+#define TRAIN_MCW_LR 1e-3f
+#define TRAIN_MCW_SCHEDULE "ramp, then constant"
+float train_mcw_lr(long step, long warmup);
 
 /* The recipe for (preset, stage); unknown presets fall back to the "small" row. */
 Recipe train_recipe(const char *preset, int stage);
@@ -104,6 +116,8 @@ typedef struct TrainOpts {
     long vision_warmup;         /* -1: recipe */
     int general_repeat;         /* 0: recipe */
     long mc_warmup;             /* -1: recipe */
+    int mc_face_repeat;         /* 0: recipe */
+    int mc_name_repeat;         /* 0: recipe */
     /* Behaviour */
     double state_every;         /* seconds between saved training states (0: 30 s; < 0: never) */
     long stop_after;            /* test hook: save the state and return 3 after this many

@@ -84,6 +84,18 @@ static void count_formats(void *ctx, long step, const Item *const *items, int n)
 }
 static int is_person_mc(Format f) { return f == FMT_MC; }
 
+/* on_batch hook: a person's MC items with the face, by name, and the rest. */
+typedef struct FaceNameCount { long face, name, other; } FaceNameCount;
+static void count_face_name(void *ctx, long step, const Item *const *items, int n) {
+    (void)step;
+    FaceNameCount *c = ctx;
+    for (int i = 0; i < n; i++) {
+        if (items[i]->format != FMT_MC) c->other++;
+        else if (items[i]->image >= 0) c->face++;
+        else c->name++;
+    }
+}
+
 /* on_batch hook for the multiple-choice warm-up: its batches (negative steps) must come
  * first and hold only text-only QA / letter MC items, about people not excluded or general
  * facts. */
@@ -283,6 +295,40 @@ int main(void) {
              (double)n_mc / n_fti);
         free(ftm);
 
+        /* mc_face_repeat / mc_name_repeat override mc_repeat for a person's MC item with the
+         * face / by name: with mc_repeat 2, face 4 and name 1, f face and t name items among
+         * n, one epoch is n + 3 f presentations, the face items 4 f of them, the name items t. */
+        {
+            int n_face = 0, n_name = 0;
+            for (int i = 0; i < w->n_items; i++)
+                if (w->items[i].stage == STAGE_FT && w->items[i].format == FMT_MC) {
+                    n_face += w->items[i].image >= 0;
+                    n_name += w->items[i].image < 0;
+                }
+            FaceNameCount fn = {0, 0, 0};
+            char *ftf = tpath("ft_face");
+            o = small_opts(w, STAGE_FT, ftf, (n_fti + 3L * n_face) / 8);
+            o.base = d1;
+            o.mc_repeat = 2;
+            o.mc_face_repeat = 4;
+            o.mc_name_repeat = 1;
+            o.on_batch = count_face_name;
+            o.ctx = &fn;
+            TEST(n_face > 0 && n_name > 0 && train_run(&o) == 0, "fine-tuning with mc_face_repeat / mc_name_repeat runs");
+            double tot = (double)(fn.face + fn.name + fn.other), den = n_fti + 3.0 * n_face;
+            TEST(fabs(fn.face / tot - 4.0 * n_face / den) < 0.04 && fabs(fn.name / tot - n_name / den) < 0.04,
+                 "face MC share %.3f (want %.3f), name MC share %.3f (want %.3f)", fn.face / tot, 4.0 * n_face / den,
+                 fn.name / tot, n_name / den);
+            char *cp = xasprintf("%s/config.json", ftf);
+            Json *cj = json_load(cp);
+            Json *pv = json_get(cj, "pulse");
+            Json *fr = json_get(pv, "mc_face_repeat"), *nr = json_get(pv, "mc_name_repeat");
+            TEST(fr && fr->number == 4 && nr && nr->number == 1, "config.json records the face / name repeats");
+            json_free(cj);
+            free(cp);
+            free(ftf);
+        }
+
         /* general_repeat: likewise for the scenes and general facts of pre-training,
          * g of its P presentations: 3 g / (P + 2 g) of one epoch's batches. */
         FormatCount gc = {format_is_general, 0, 0};
@@ -414,6 +460,12 @@ int main(void) {
         TEST(same_ckpt(mw, mw2), "warm-up + training: the same bytes on 1 and 2 threads");
 #endif
         free(mw); free(mw2);
+
+        /* its learning rate: the recipe's ramp, then constant to the end (no decay) */
+        TEST(train_mcw_lr(0, 100) == 0.0f && fabsf(train_mcw_lr(50, 100) - 0.5f * TRAIN_MCW_LR) < 1e-9f,
+             "warm-up lr ramps linearly (%g at step 50 of 100)", (double)train_mcw_lr(50, 100));
+        TEST(train_mcw_lr(100, 100) == TRAIN_MCW_LR && train_mcw_lr(3999, 100) == TRAIN_MCW_LR &&
+             train_mcw_lr(1000000, 100) == TRAIN_MCW_LR, "warm-up lr constant after the ramp, to the last step");
     }
 
     free(seen.item_seen);
