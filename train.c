@@ -484,7 +484,10 @@ static Plan make_plan(const TrainOpts *o, const World *w, long n_pres) {
     if (o->lora_alpha > 0) p.r.lora_alpha = o->lora_alpha;
     if (o->replay >= 0) p.r.replay = o->replay;
     if (o->vision_lr >= 0) p.r.vision_lr = (float)o->vision_lr;
-    if (o->mc_repeat > 0) p.r.mc_repeat = o->mc_repeat;
+    if (o->mc_repeat > 0) {     /* every MC item K times, unless face / name are given too */
+        p.r.mc_repeat = o->mc_repeat;
+        p.r.mc_face_repeat = p.r.mc_name_repeat = 0;
+    }
     if (o->general_repeat > 0) p.r.general_repeat = o->general_repeat;
     if (o->vision_warmup >= 0) p.r.vision_warmup = o->vision_warmup;
     if (o->mc_warmup >= 0) p.r.mc_warmup = o->mc_warmup;
@@ -1203,7 +1206,8 @@ static void usage(FILE *f, int stage) {
                "  --replay F            fine-tuning: mix F x (fine-tuning presentations) of pre-training\n"
                "                        presentations into every epoch, drawn afresh (keeps base_pt's knowledge)\n"
                "  --vision-lr S         learning-rate scale of the vision tower and the projector (x lr)\n"
-               "  --mc-repeat K         letter multiple-choice items are presented K times an epoch\n"
+               "  --mc-repeat K         letter multiple-choice items are presented K times an epoch (all\n"
+               "                        of them: the recipe's face / name repeats no longer apply)\n"
                "  --mc-face-repeat K    a person's letter MC item with the face: K times instead\n"
                "  --mc-name-repeat K    a person's text-only letter MC item: K times instead\n"
                "  --general-repeat K    general items (scenes, general facts) are presented K times an\n"
