@@ -329,6 +329,30 @@ int main(void) {
             free(ftf);
         }
 
+        /* The `small` recipe's face / name repeats (5 / 2) are recorded as run; --mc-repeat
+         * alone shows every MC item K times (the recipe's face / name no longer apply). One
+         * step from scratch on the tiny world, without the warm-ups. */
+        for (int k = 0; k <= 2; k += 2) {
+            char *sp = tpath(k ? "small_mc2" : "small_mc");
+            o = small_opts(w, STAGE_PT, sp, 1);
+            o.preset = "small";
+            o.vision_warmup = 0;
+            o.mc_warmup = 0;
+            o.mc_repeat = k;
+            TEST(train_run(&o) == 0, "one step with the small recipe, mc_repeat %d", k);
+            char *cp = xasprintf("%s/config.json", sp);
+            Json *cj = json_load(cp);
+            Json *pv = json_get(cj, "pulse");
+            Json *fr = json_get(pv, "mc_face_repeat"), *nr = json_get(pv, "mc_name_repeat");
+            int want_f = k ? k : 5, want_n = k ? k : 2;
+            TEST(fr && nr && fr->number == want_f && nr->number == want_n,
+                 "mc_repeat %d: face / name repeats %g / %g, want %d / %d", k, fr ? fr->number : -1,
+                 nr ? nr->number : -1, want_f, want_n);
+            json_free(cj);
+            free(cp);
+            free(sp);
+        }
+
         /* general_repeat: likewise for the scenes and general facts of pre-training,
          * g of its P presentations: 3 g / (P + 2 g) of one epoch's batches. */
         FormatCount gc = {format_is_general, 0, 0};
