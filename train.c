@@ -177,9 +177,8 @@ typedef struct Stream {
 static int item_presentations(const Item *it, const Recipe *rc) {
     int r = it->repeat > 0 ? it->repeat : 1;
     if (format_is_mc(it->format)) {
-        int k = rc->mc_repeat;
-        if (it->format == FMT_MC && it->image >= 0 && rc->mc_face_repeat > 0) k = rc->mc_face_repeat;
-        if (it->format == FMT_MC && it->image < 0 && rc->mc_name_repeat > 0) k = rc->mc_name_repeat;
+        int k = it->format != FMT_MC ? 0 : it->image >= 0 ? rc->mc_face_repeat : rc->mc_name_repeat;
+        if (k <= 0) k = rc->mc_repeat;
         if (k > 1) r *= k;
     }
     if (format_is_general(it->format) && rc->general_repeat > 1) r *= rc->general_repeat;
