@@ -59,13 +59,13 @@
  * warm-up and cosine decay, clipping at 1.0: what made 1M-parameter models learn in
  * ../shared/research/feasibility.md. Epochs count presentations (Item.repeat included). */
 static const Recipe recipes[] = {
-    /* preset  stage     epochs batch  lr      warmup sched      wd    clip  mode        r   alpha targets replay vision_lr mc_repeat vision_warmup general_repeat mc_warmup mc_face mc_name */
-    {"tiny",  STAGE_PT,   2,    16,   2e-3f,   20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0, 0, 0},
-    {"tiny",  STAGE_FT,   4,    16,   2e-3f,   10,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0, 0, 0},
-    {"small", STAGE_PT,  10,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 3, 2000, 1, 4000, 5, 2},
-    {"small", STAGE_FT,  15,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 3,    0, 3,    0, 5, 2},
-    {"paper", STAGE_PT,  10,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1, 2000, 1,    0, 0, 0},
-    {"paper", STAGE_FT,  15,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 1,    0, 1,    0, 0, 0},
+    /* preset  stage     epochs batch  lr      warmup sched      wd    clip  mode        r   alpha targets replay vision_lr mc_repeat vision_warmup general_repeat mc_warmup mc_face mc_name scene_warmup */
+    {"tiny",  STAGE_PT,   2,    16,   2e-3f,   20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0, 0, 0, 0},
+    {"tiny",  STAGE_FT,   4,    16,   2e-3f,   10,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0, 0, 0, 0},
+    {"small", STAGE_PT,  10,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 3, 2000, 1, 4000, 5, 2, 1500},
+    {"small", STAGE_FT,  15,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 3,    0, 3,    0, 5, 2, 0},
+    {"paper", STAGE_PT,  10,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1, 2000, 1,    0, 0, 0, 0},
+    {"paper", STAGE_FT,  15,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 1,    0, 1,    0, 0, 0, 0},
 };
 
 Recipe train_recipe(const char *preset, int stage) {
@@ -101,6 +101,7 @@ TrainOpts train_opts_default(int stage) {
     o.vision_lr = -1;
     o.vision_warmup = -1;
     o.mc_warmup = -1;
+    o.scene_warmup = -1;
     return o;
 }
 
@@ -490,10 +491,11 @@ static Plan make_plan(const TrainOpts *o, const World *w, long n_pres) {
     if (o->general_repeat > 0) p.r.general_repeat = o->general_repeat;
     if (o->vision_warmup >= 0) p.r.vision_warmup = o->vision_warmup;
     if (o->mc_warmup >= 0) p.r.mc_warmup = o->mc_warmup;
+    if (o->scene_warmup >= 0) p.r.scene_warmup = o->scene_warmup;
     if (o->mc_face_repeat > 0) p.r.mc_face_repeat = o->mc_face_repeat;
     if (o->mc_name_repeat > 0) p.r.mc_name_repeat = o->mc_name_repeat;
     if (o->base || p.r.mode != TRAIN_FULL) p.r.vision_warmup = 0;   /* a random tower, trained in full */
-    if (o->base || o->stage != STAGE_PT) p.r.mc_warmup = 0;          /* pre-training from scratch only */
+    if (o->base || o->stage != STAGE_PT) p.r.mc_warmup = p.r.scene_warmup = 0;   /* from scratch only */
     p.steps = o->steps > 0 ? o->steps : (long)ceil(p.r.epochs * (double)n_pres / p.r.batch);
     if (p.steps < 1) p.steps = 1;
     return p;
@@ -517,6 +519,10 @@ static uint64_t run_fingerprint(const TrainOpts *o, const World *w, const Plan *
     if (p->r.mc_warmup) {       /* only when on (older states stay valid) */
         h = hash64(&p->r.mc_warmup, sizeof p->r.mc_warmup, h);
         h = hash64(TRAIN_MCW_SCHEDULE, sizeof TRAIN_MCW_SCHEDULE, h);
+    }
+    if (p->r.scene_warmup) {    /* likewise */
+        h = hash64("scene warm-up", 13, h);
+        h = hash64(&p->r.scene_warmup, sizeof p->r.scene_warmup, h);
     }
     if (p->r.mc_face_repeat || p->r.mc_name_repeat) {    /* likewise */
         h = hash64(&p->r.mc_face_repeat, sizeof p->r.mc_face_repeat, h);
@@ -551,6 +557,7 @@ static Json *provenance_extra(const TrainOpts *o, const World *w, const Plan *p,
     if (o->stage == STAGE_PT && !o->base) {
         json_set(j, "vision_warmup_steps", json_new_number((double)p->r.vision_warmup));
         json_set(j, "mc_warmup_steps", json_new_number((double)p->r.mc_warmup));
+        json_set(j, "scene_warmup_steps", json_new_number((double)p->r.scene_warmup));
     }
     json_set(j, "finetuning", json_new_string(p->r.mode == TRAIN_LORA ? "lora_merged" : "full"));
     if (p->r.mode == TRAIN_LORA) {
@@ -569,7 +576,8 @@ static Json *provenance_extra(const TrainOpts *o, const World *w, const Plan *p,
 
 /* OUT/training.json: what changes from run to run (time, threads) and the loss curve. */
 static void write_training_log(const char *out, const Plan *p, const State *st, double final_loss,
-                               long resumed_at, double warmup_seconds, double mc_warmup_seconds) {
+                               long resumed_at, double warmup_seconds, double mc_warmup_seconds,
+                               double scene_warmup_seconds) {
     Json *j = json_new_object();
     json_set(j, "steps", json_new_number((double)p->steps));
     json_set(j, "tokens", json_new_number((double)st->tokens));
@@ -580,6 +588,8 @@ static void write_training_log(const char *out, const Plan *p, const State *st, 
         json_set(j, "vision_warmup_seconds", json_new_number(round(warmup_seconds * 1000.0) / 1000.0));
     if (!isnan(mc_warmup_seconds))
         json_set(j, "mc_warmup_seconds", json_new_number(round(mc_warmup_seconds * 1000.0) / 1000.0));
+    if (!isnan(scene_warmup_seconds))
+        json_set(j, "scene_warmup_seconds", json_new_number(round(scene_warmup_seconds * 1000.0) / 1000.0));
     json_set(j, "tokens_per_second", json_new_number(round(st->tokens / (st->seconds > 0 ? st->seconds : 1))));
     json_set(j, "threads", json_new_number(kern_threads()));
     json_set(j, "simd", json_new_string(kern_simd_name()));
@@ -811,13 +821,32 @@ float train_mcw_lr(long step, long warmup) { return lr_schedule(LR_CONSTANT, ste
 
 #define MCW_FORMATS (FMT_BIT(FMT_QA) | FMT_BIT(FMT_MC) | FMT_BIT(FMT_FACT) | FMT_BIT(FMT_FACT_MC))
 
-static void train_mc_warmup(Model *m, const World *w, const Tokenizer *tok, const TrainOpts *o, const Recipe *r,
-                            long steps) {
+/* The scene warm-up (Recipe.scene_warmup): in the pre-training mix the decoder learns to
+ * read the scenes' figures slowly (shape and position about half the time at the end of
+ * pre-training on `small`, however often the scenes come: docs/training.md, "The scene
+ * warm-up"); trained on them alone for a while after the multiple-choice warm-up, it reads
+ * them far better, and keeps it through the main loop. Same rates, clipping and batches as
+ * the multiple-choice warm-up, on the scene captions, questions and letter multiple choice
+ * (image items), its own stream seed; then the optimizer is reset. */
+#define SCW_FORMATS (FMT_BIT(FMT_SCENE_CAPTION) | FMT_BIT(FMT_SCENE_VQA) | FMT_BIT(FMT_SCENE_MC))
+
+/* A warm-up phase before the main loop: `steps` steps on the stage's items of `formats`
+ * in `modality`, at train_mcw_lr(). Its batches reach the on_batch hook as steps
+ * -1 - (step0 + step). */
+typedef struct Phase {
+    const char *label;          /* progress bar: "pretrain: multiple-choice warm-up" */
+    unsigned formats;
+    int modality;
+    uint64_t salt;              /* its stream seed: o->seed ^ salt */
+    long steps, step0;
+} Phase;
+
+static void train_phase(Model *m, const World *w, const Tokenizer *tok, const TrainOpts *o, const Recipe *r,
+                        const Phase *ph) {
     Stream s;
-    uint64_t seed = o->seed ^ 0x6d6377726d7570ULL;      /* "mcwrmup" */
     Recipe wr = *r;             /* every MC item mc_repeat times, as measured */
     wr.mc_face_repeat = wr.mc_name_repeat = 0;
-    stream_init(&s, w, STAGE_PT, MCW_FORMATS, MOD_TEXT, o->exclude, o->n_exclude, seed, &wr);
+    stream_init(&s, w, STAGE_PT, ph->formats, ph->modality, o->exclude, o->n_exclude, o->seed ^ ph->salt, &wr);
     Feed f;
     feed_init(&f, r->batch);
     Tape tp;
@@ -829,13 +858,12 @@ static void train_mc_warmup(Model *m, const World *w, const Tokenizer *tok, cons
     double tail = 0.0;
     int n_tail = 0;
     Progress pr;
-    if (!o->quiet) progress_start(&pr, "pretrain: multiple-choice warm-up", steps);
-    for (long step = 0; step < steps; step++) {
+    if (!o->quiet) progress_start(&pr, ph->label, ph->steps);
+    for (long step = 0; step < ph->steps; step++) {
         feed_step(&f, &s, tok, m->n_patches, step);
-        if (o->on_batch) o->on_batch(o->ctx, -1 - step, f.items, r->batch);
-        float loss = train_step(m, &tp, &f.bt, &opt, r->clip, train_mcw_lr(step, r->warmup),
-                                "pretrain: multiple-choice warm-up", step);
-        if (step >= steps - LOSS_RING) { tail += loss; n_tail++; }
+        if (o->on_batch) o->on_batch(o->ctx, -1 - (ph->step0 + step), f.items, r->batch);
+        float loss = train_step(m, &tp, &f.bt, &opt, r->clip, train_mcw_lr(step, r->warmup), ph->label, step);
+        if (step >= ph->steps - LOSS_RING) { tail += loss; n_tail++; }
         if (!o->quiet) {
             char extra[32];
             snprintf(extra, sizeof extra, "loss %.3f", loss);
@@ -849,6 +877,7 @@ static void train_mc_warmup(Model *m, const World *w, const Tokenizer *tok, cons
         progress_end(&pr, extra);
     }
     model_reset_optimizer(m);
+    model_set_train(m, r->mode, NULL);
     tape_free(&tp);
     feed_free(&f);
     stream_free(&s);
@@ -918,12 +947,20 @@ int train_run(const TrainOpts *o) {
             fprintf(stderr, "%s: vision warm-up: %ld steps in %.1f s, final loss %.3f\n", stage_name(o->stage),
                     r->vision_warmup, warm_secs, wl);
     }
-    double mcw_secs = NAN;
+    double mcw_secs = NAN, scw_secs = NAN;
     if (!resumed && r->mc_warmup > 0) {
         double tw = now_seconds();
-        train_mc_warmup(m, w, tok, o, r, r->mc_warmup);
-        model_set_train(m, r->mode, NULL);
+        Phase ph = {"pretrain: multiple-choice warm-up", MCW_FORMATS, MOD_TEXT, 0x6d6377726d7570ULL /* "mcwrmup" */,
+                    r->mc_warmup, 0};
+        train_phase(m, w, tok, o, r, &ph);
         mcw_secs = now_seconds() - tw;
+    }
+    if (!resumed && r->scene_warmup > 0) {
+        double tw = now_seconds();
+        Phase ph = {"pretrain: scene warm-up", SCW_FORMATS, MOD_IMAGE, 0x73637761726dULL /* "scwarm" */,
+                    r->scene_warmup, r->mc_warmup};
+        train_phase(m, w, tok, o, r, &ph);
+        scw_secs = now_seconds() - tw;
     }
     long stop_after = o->stop_after;
     const char *env = getenv("PULSE_TRAIN_STOP_AFTER");
@@ -1013,7 +1050,7 @@ int train_run(const TrainOpts *o) {
         snprintf(fph, sizeof fph, "%016llx", (unsigned long long)w->fingerprint);
         Provenance pv = {stage_name(o->stage), p.preset, o->seed, fph, p.steps};
         save_checkpoint(o->out, m, tok, &pv, provenance_extra(o, w, &p, &st, final_loss, base_hash));
-        write_training_log(o->out, &p, &st, final_loss, resumed_at, warm_secs, mcw_secs);
+        write_training_log(o->out, &p, &st, final_loss, resumed_at, warm_secs, mcw_secs, scw_secs);
         if (file_exists(state_path)) unlink(state_path);
         if (!o->quiet)
             fprintf(stderr, "%s: %ld steps, %ld tokens in %.1f s (%.0f tokens/s, %d threads, %.0f%% of positions "
@@ -1216,6 +1253,9 @@ static void usage(FILE *f, int stage) {
                "  --mc-warmup N         pre-training from scratch: N steps on the text-only questions and\n"
                "                        letter multiple choice (people, general facts) alone, after the\n"
                "                        vision warm-up (0: none)\n"
+               "  --scene-warmup N      pre-training from scratch: N steps on the scenes' captions,\n"
+               "                        questions and letter multiple choice alone, after the\n"
+               "                        multiple-choice warm-up (0: none)\n"
                "  --state-every SEC     seconds between saved training states (default 30, 0: never)\n"
                "  --no-gates            do not evaluate the gates after training\n"
                "Restarting the same command after an interruption resumes from CKPT.state.\n",
@@ -1252,6 +1292,7 @@ static int cmd_train(int stage, int argc, char **argv) {
     o.general_repeat = (int)args_long(&a, "general-repeat", 0, 0, 100);
     o.vision_warmup = args_long(&a, "vision-warmup", -1, 0, 100000000L);
     o.mc_warmup = args_long(&a, "mc-warmup", -1, 0, 100000000L);
+    o.scene_warmup = args_long(&a, "scene-warmup", -1, 0, 100000000L);
     double every = args_double(&a, "state-every", 30, 0, 1e9);
     o.state_every = every == 0 ? -1 : every;
     int no_gates = args_flag(&a, "no-gates");

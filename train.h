@@ -59,6 +59,10 @@ typedef struct Recipe {
                                    presentations an epoch instead of mc_repeat (0: mc_repeat) */
     int mc_name_repeat;         /* a person's text-only letter MC item (by name): likewise
                                    (0: mc_repeat). The multiple-choice warm-up ignores both */
+    long scene_warmup;          /* pre-training from scratch: steps on the scenes' captions,
+                                   questions and letter multiple choice alone, after the
+                                   multiple-choice warm-up (0: none; docs/training.md,
+                                   "The scene warm-up") */
 } Recipe;
 
 /* The vision warm-up that pre-training from scratch runs first (Recipe.vision_warmup;
@@ -118,13 +122,14 @@ typedef struct TrainOpts {
     long mc_warmup;             /* -1: recipe */
     int mc_face_repeat;         /* 0: recipe */
     int mc_name_repeat;         /* 0: recipe */
+    long scene_warmup;          /* -1: recipe */
     /* Behaviour */
     double state_every;         /* seconds between saved training states (0: 30 s; < 0: never) */
     long stop_after;            /* test hook: save the state and return 3 after this many
                                    steps (0: off; env PULSE_TRAIN_STOP_AFTER sets it too) */
     int quiet;                  /* no progress bar or summary lines */
     /* Test hook: called with the items of every batch before its step (may be NULL); the
-     * multiple-choice warm-up's batches come first, as steps -1, -2, ... */
+     * warm-ups' batches come first (multiple-choice, then scene), as steps -1, -2, ... */
     void (*on_batch)(void *ctx, long step, const Item *const *items, int n);
     void *ctx;
 } TrainOpts;

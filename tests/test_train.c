@@ -102,15 +102,23 @@ static void count_face_name(void *ctx, long step, const Item *const *items, int 
 typedef struct WarmupSeen {
     const int *excluded;
     int n_excluded;
-    long warm, main, qa, mc, bad;
+    long mc_steps;              /* steps -1 .. -mc_steps: the multiple-choice warm-up; below: the scenes' */
+    long warm, scene, main, qa, mc, bad;
 } WarmupSeen;
 static void check_warmup_batch(void *ctx, long step, const Item *const *items, int n) {
     WarmupSeen *s = ctx;
     for (int i = 0; i < n; i++) {
         const Item *it = items[i];
         if (step >= 0) { s->main++; continue; }
-        s->warm++;
         if (s->main) s->bad++;
+        if (-1 - step >= s->mc_steps) {         /* the scene warm-up: scene items with their image */
+            s->scene++;
+            if (it->image < 0 || it->person >= 0 || (it->format != FMT_SCENE_CAPTION && it->format != FMT_SCENE_VQA &&
+                                                    it->format != FMT_SCENE_MC)) s->bad++;
+            continue;
+        }
+        s->warm++;
+        if (s->scene) s->bad++;
         int ok = it->image < 0 && (it->person >= 0 ? it->format == FMT_QA || it->format == FMT_MC
                                                     : it->format == FMT_FACT || it->format == FMT_FACT_MC);
         for (int k = 0; k < s->n_excluded; k++) ok &= it->person != s->excluded[k];
@@ -441,11 +449,12 @@ int main(void) {
         model_free(m1);
     }
 
-    /* 8. The multiple-choice warm-up: its batches hold only text-only questions and letter
-     * multiple choice (people, never an excluded one, and general facts); it is recorded; 1
+    /* 8. The multiple-choice warm-up, then the scene warm-up: the first's batches hold only
+     * text-only questions and letter multiple choice (people, never an excluded one, and
+     * general facts), the second's only scene items with their image; both are recorded; 1
      * and 2 threads give the same bytes. */
     {
-        long n_mcw = sanitized ? 4 : 40;
+        long n_mcw = sanitized ? 4 : 40, n_scw = sanitized ? 3 : 20;
         char *mw = tpath("mcw"), *mw2 = tpath("mcw2");
         const Split *cs = world_split(w, "celebrity");     /* half the celebrities left out */
         const int *ex = cs->people;
@@ -453,24 +462,30 @@ int main(void) {
         WarmupSeen ws = {0};
         ws.excluded = ex;
         ws.n_excluded = n_ex;
+        ws.mc_steps = n_mcw;
         TrainOpts om = small_opts(w, STAGE_PT, mw, 3);
         om.mc_warmup = n_mcw;
+        om.scene_warmup = n_scw;
         om.exclude = ex;
         om.n_exclude = n_ex;
         om.on_batch = check_warmup_batch;
         om.ctx = &ws;
         TEST(train_run(&om) == 0, "pretrain with the multiple-choice warm-up runs");
-        TEST(ws.warm == n_mcw * 8 && ws.main == 3 * 8, "warm-up batches first, then the main loop's (%ld, %ld)", ws.warm,
-             ws.main);
+        TEST(ws.warm == n_mcw * 8 && ws.scene == n_scw * 8 && ws.main == 3 * 8,
+             "warm-up batches first (multiple choice, then scenes), then the main loop's (%ld, %ld, %ld)", ws.warm,
+             ws.scene, ws.main);
         TEST(ws.bad == 0 && ws.mc > 0 && ws.qa > 0,
-             "warm-up batches: text-only QA (%ld) and letter MC (%ld) only, no one excluded (%ld other)", ws.qa, ws.mc,
-             ws.bad);
-        TEST(json_num(mw, "training.json", "mc_warmup_seconds") >= 0, "training.json records the warm-up's time");
+             "warm-up batches: text-only QA (%ld) and letter MC (%ld), then scene items only, no one excluded (%ld "
+             "other)", ws.qa, ws.mc, ws.bad);
+        TEST(json_num(mw, "training.json", "mc_warmup_seconds") >= 0 &&
+             json_num(mw, "training.json", "scene_warmup_seconds") >= 0, "training.json records the warm-ups' times");
         {
             char *cp = xasprintf("%s/config.json", mw);
             Json *cj = json_load(cp);
             Json *pv = json_get(json_get(cj, "pulse"), "mc_warmup_steps");
-            TEST(pv && pv->number == n_mcw, "config.json's provenance records the warm-up's steps");
+            Json *ps = json_get(json_get(cj, "pulse"), "scene_warmup_steps");
+            TEST(pv && pv->number == n_mcw && ps && ps->number == n_scw,
+                 "config.json's provenance records the warm-ups' steps");
             json_free(cj);
             free(cp);
         }
