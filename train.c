@@ -821,13 +821,13 @@ float train_mcw_lr(long step, long warmup) { return lr_schedule(LR_CONSTANT, ste
 
 #define MCW_FORMATS (FMT_BIT(FMT_QA) | FMT_BIT(FMT_MC) | FMT_BIT(FMT_FACT) | FMT_BIT(FMT_FACT_MC))
 
-/* The scene warm-up (Recipe.scene_warmup): in the pre-training mix the decoder learns to
- * read the scenes' figures slowly (shape and position about half the time at the end of
- * pre-training on `small`, however often the scenes come: docs/training.md, "The scene
- * warm-up"); trained on them alone for a while after the multiple-choice warm-up, it reads
- * them far better, and keeps it through the main loop. Same rates, clipping and batches as
- * the multiple-choice warm-up, on the scene captions, questions and letter multiple choice
- * (image items), its own stream seed; then the optimizer is reset. */
+/* The scene warm-up (Recipe.scene_warmup): after the multiple-choice warm-up, steps on
+ * the scene captions, questions and letter multiple choice (image items) alone, with the
+ * same rates, clipping and batches, its own stream seed; then the optimizer is reset.
+ * Meant for the scenes, whose figures the decoder reads half the time in the pre-training
+ * mix however often they come; measured on `small` (docs/training.md, "The scene
+ * warm-up"), it moves the scenes only within a draw's noise, and what it buys is a firmer
+ * letter skill (genbench's facts pass by letter at seeds 1-3). */
 #define SCW_FORMATS (FMT_BIT(FMT_SCENE_CAPTION) | FMT_BIT(FMT_SCENE_VQA) | FMT_BIT(FMT_SCENE_MC))
 
 /* A warm-up phase before the main loop: `steps` steps on the stage's items of `formats`
