@@ -521,7 +521,7 @@ static uint64_t run_fingerprint(const TrainOpts *o, const World *w, const Plan *
         h = hash64(TRAIN_MCW_SCHEDULE, sizeof TRAIN_MCW_SCHEDULE, h);
     }
     if (p->r.scene_warmup) {    /* likewise */
-        h = hash64("scene warm-up", 13, h);
+        h = hash64("scene warm-up", sizeof "scene warm-up" - 1, h);
         h = hash64(&p->r.scene_warmup, sizeof p->r.scene_warmup, h);
     }
     if (p->r.mc_face_repeat || p->r.mc_name_repeat) {    /* likewise */
@@ -832,7 +832,7 @@ float train_mcw_lr(long step, long warmup) { return lr_schedule(LR_CONSTANT, ste
 
 /* A warm-up phase before the main loop: `steps` steps on the stage's items of `formats`
  * in `modality`, at train_mcw_lr(). Its batches reach the on_batch hook as steps
- * -1 - (step0 + step). */
+ * -1 - (step0 + step). Returns its wall time in seconds. */
 typedef struct Phase {
     const char *label;          /* progress bar: "pretrain: multiple-choice warm-up" */
     unsigned formats;
@@ -841,8 +841,9 @@ typedef struct Phase {
     long steps, step0;
 } Phase;
 
-static void train_phase(Model *m, const World *w, const Tokenizer *tok, const TrainOpts *o, const Recipe *r,
-                        const Phase *ph) {
+static double train_phase(Model *m, const World *w, const Tokenizer *tok, const TrainOpts *o, const Recipe *r,
+                          const Phase *ph) {
+    double t0 = now_seconds();
     Stream s;
     Recipe wr = *r;             /* every MC item mc_repeat times, as measured */
     wr.mc_face_repeat = wr.mc_name_repeat = 0;
@@ -881,6 +882,7 @@ static void train_phase(Model *m, const World *w, const Tokenizer *tok, const Tr
     tape_free(&tp);
     feed_free(&f);
     stream_free(&s);
+    return now_seconds() - t0;
 }
 
 int train_run(const TrainOpts *o) {
@@ -949,18 +951,14 @@ int train_run(const TrainOpts *o) {
     }
     double mcw_secs = NAN, scw_secs = NAN;
     if (!resumed && r->mc_warmup > 0) {
-        double tw = now_seconds();
         Phase ph = {"pretrain: multiple-choice warm-up", MCW_FORMATS, MOD_TEXT, 0x6d6377726d7570ULL /* "mcwrmup" */,
                     r->mc_warmup, 0};
-        train_phase(m, w, tok, o, r, &ph);
-        mcw_secs = now_seconds() - tw;
+        mcw_secs = train_phase(m, w, tok, o, r, &ph);
     }
     if (!resumed && r->scene_warmup > 0) {
-        double tw = now_seconds();
         Phase ph = {"pretrain: scene warm-up", SCW_FORMATS, MOD_IMAGE, 0x73637761726dULL /* "scwarm" */,
                     r->scene_warmup, r->mc_warmup};
-        train_phase(m, w, tok, o, r, &ph);
-        scw_secs = now_seconds() - tw;
+        scw_secs = train_phase(m, w, tok, o, r, &ph);
     }
     long stop_after = o->stop_after;
     const char *env = getenv("PULSE_TRAIN_STOP_AFTER");
