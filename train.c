@@ -62,7 +62,7 @@ static const Recipe recipes[] = {
     /* preset  stage     epochs batch  lr      warmup sched      wd    clip  mode        r   alpha targets replay vision_lr mc_repeat vision_warmup general_repeat mc_warmup mc_face mc_name scene_warmup */
     {"tiny",  STAGE_PT,   2,    16,   2e-3f,   20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0, 0, 0, 0},
     {"tiny",  STAGE_FT,   4,    16,   2e-3f,   10,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0, 0, 0, 0},
-    {"small", STAGE_PT,  10,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 3, 2000, 1, 4000, 5, 2, 1500},
+    {"small", STAGE_PT,  10,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.1f,   3, 2000, 1, 4000, 5, 2, 8000},
     {"small", STAGE_FT,  15,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 3,    0, 3,    0, 5, 2, 0},
     {"paper", STAGE_PT,  10,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1, 2000, 1,    0, 0, 0, 0},
     {"paper", STAGE_FT,  15,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 1,    0, 1,    0, 0, 0, 0},
@@ -521,7 +521,7 @@ static uint64_t run_fingerprint(const TrainOpts *o, const World *w, const Plan *
         h = hash64(TRAIN_MCW_SCHEDULE, sizeof TRAIN_MCW_SCHEDULE, h);
     }
     if (p->r.scene_warmup) {    /* likewise */
-        h = hash64("scene warm-up", sizeof "scene warm-up" - 1, h);
+        h = hash64(TRAIN_SCW_SCHEDULE, sizeof TRAIN_SCW_SCHEDULE - 1, h);
         h = hash64(&p->r.scene_warmup, sizeof p->r.scene_warmup, h);
     }
     if (p->r.mc_face_repeat || p->r.mc_name_repeat) {    /* likewise */
@@ -558,6 +558,7 @@ static Json *provenance_extra(const TrainOpts *o, const World *w, const Plan *p,
         json_set(j, "vision_warmup_steps", json_new_number((double)p->r.vision_warmup));
         json_set(j, "mc_warmup_steps", json_new_number((double)p->r.mc_warmup));
         json_set(j, "scene_warmup_steps", json_new_number((double)p->r.scene_warmup));
+        if (p->r.scene_warmup) json_set(j, "scene_warmup_lr", json_new_number((double)train_scw_lr(p->r.warmup, p->r.warmup)));
     }
     json_set(j, "finetuning", json_new_string(p->r.mode == TRAIN_LORA ? "lora_merged" : "full"));
     if (p->r.mode == TRAIN_LORA) {
@@ -810,7 +811,7 @@ static float train_step(Model *m, Tape *tp, const Batch *bt, const AdamW *opt, f
  * while option likelihood is ~100%), but trained on the people's text-only questions and
  * their letter multiple choice alone it does, abruptly, after 2,500-3,000 steps at lr 1e-3
  * (docs/training.md, "Letter multiple choice"; when, depends on the seed). So pre-training
- * from scratch runs Recipe.mc_warmup such steps after the vision warm-up: the stage's
+ * from scratch runs Recipe.mc_warmup such steps after the vision and scene warm-ups: the stage's
  * text-only questions and letter multiple choice, about people (the excluded people left
  * out) and general facts, presented as in the main loop, with the recipe's batch and
  * clipping, at the learning rate of train_mcw_lr() (constant after the recipe's ramp: a
@@ -821,24 +822,31 @@ float train_mcw_lr(long step, long warmup) { return lr_schedule(LR_CONSTANT, ste
 
 #define MCW_FORMATS (FMT_BIT(FMT_QA) | FMT_BIT(FMT_MC) | FMT_BIT(FMT_FACT) | FMT_BIT(FMT_FACT_MC))
 
-/* The scene warm-up (Recipe.scene_warmup): after the multiple-choice warm-up, steps on
- * the scene captions, questions and letter multiple choice (image items) alone, with the
- * same rates, clipping and batches, its own stream seed; then the optimizer is reset.
- * Meant for the scenes, whose figures the decoder reads half the time in the pre-training
- * mix however often they come; measured on `small` (docs/training.md, "The scene
- * warm-up"), it moves the scenes only within a draw's noise, and what it buys is a firmer
- * letter skill (genbench's facts pass by letter at seeds 1-3). */
+/* The scene warm-up (Recipe.scene_warmup): first after the vision warm-up, before the
+ * multiple-choice warm-up, steps that take in turn a batch of the scene captions,
+ * questions and letter multiple choice (image items; even steps) and a batch of the
+ * multiple-choice warm-up's text items (odd steps; its own stream seed), at
+ * train_scw_lr(), a quarter of the multiple-choice warm-up's rate; then the optimizer is
+ * reset. At 1e-3 the decoder learns to read a scene's figures but for a third of the
+ * questions attends to the wrong quadrant, and no later phase moves it; at 2.5e-4, from a
+ * fresh decoder, it learns where to look, and the text batches in between give it the
+ * letter skill at the same time (docs/training.md, "Where the decoder looks"). */
+float train_scw_lr(long step, long warmup) { return train_mcw_lr(step, warmup) * TRAIN_SCW_SCALE; }
+
 #define SCW_FORMATS (FMT_BIT(FMT_SCENE_CAPTION) | FMT_BIT(FMT_SCENE_VQA) | FMT_BIT(FMT_SCENE_MC))
 
 /* A warm-up phase before the main loop: `steps` steps on the stage's items of `formats`
- * in `modality`, at train_mcw_lr(). Its batches reach the on_batch hook as steps
- * -1 - (step0 + step). Returns its wall time in seconds. */
+ * in `modality`, at lr(step, recipe's warm-up); with `mix` (text formats), every odd step
+ * a batch of those instead, from a second stream. Its batches reach the on_batch hook as
+ * steps -1 - (step0 + step). Returns its wall time in seconds. */
 typedef struct Phase {
     const char *label;          /* progress bar: "pretrain: multiple-choice warm-up" */
     unsigned formats;
     int modality;
-    uint64_t salt;              /* its stream seed: o->seed ^ salt */
+    uint64_t salt;              /* its stream seed: o->seed ^ salt (the second's: ^ 1) */
     long steps, step0;
+    float (*lr)(long step, long warmup);
+    unsigned mix;               /* 0: none */
 } Phase;
 
 static double train_phase(Model *m, const World *w, const Tokenizer *tok, const TrainOpts *o, const Recipe *r,
@@ -850,6 +858,12 @@ static double train_phase(Model *m, const World *w, const Tokenizer *tok, const 
     stream_init(&s, w, STAGE_PT, ph->formats, ph->modality, o->exclude, o->n_exclude, o->seed ^ ph->salt, &wr);
     Feed f;
     feed_init(&f, r->batch);
+    Stream s2;
+    Feed f2;
+    if (ph->mix) {
+        stream_init(&s2, w, STAGE_PT, ph->mix, MOD_TEXT, o->exclude, o->n_exclude, o->seed ^ ph->salt ^ 1, &wr);
+        feed_init(&f2, r->batch);
+    }
     Tape tp;
     tape_init(&tp, (size_t)64 << 20);
     model_set_train(m, TRAIN_FULL, NULL);
@@ -861,9 +875,11 @@ static double train_phase(Model *m, const World *w, const Tokenizer *tok, const 
     Progress pr;
     if (!o->quiet) progress_start(&pr, ph->label, ph->steps);
     for (long step = 0; step < ph->steps; step++) {
-        feed_step(&f, &s, tok, m->n_patches, step);
-        if (o->on_batch) o->on_batch(o->ctx, -1 - (ph->step0 + step), f.items, r->batch);
-        float loss = train_step(m, &tp, &f.bt, &opt, r->clip, train_mcw_lr(step, r->warmup), ph->label, step);
+        int second = ph->mix && (step & 1);
+        Feed *fs = second ? &f2 : &f;
+        feed_step(fs, second ? &s2 : &s, tok, m->n_patches, ph->mix ? step / 2 : step);
+        if (o->on_batch) o->on_batch(o->ctx, -1 - (ph->step0 + step), fs->items, r->batch);
+        float loss = train_step(m, &tp, &fs->bt, &opt, r->clip, ph->lr(step, r->warmup), ph->label, step);
         if (step >= ph->steps - LOSS_RING) { tail += loss; n_tail++; }
         if (!o->quiet) {
             char extra[32];
@@ -879,6 +895,10 @@ static double train_phase(Model *m, const World *w, const Tokenizer *tok, const 
     }
     model_reset_optimizer(m);
     model_set_train(m, r->mode, NULL);
+    if (ph->mix) {
+        feed_free(&f2);
+        stream_free(&s2);
+    }
     tape_free(&tp);
     feed_free(&f);
     stream_free(&s);
@@ -950,15 +970,15 @@ int train_run(const TrainOpts *o) {
                     r->vision_warmup, warm_secs, wl);
     }
     double mcw_secs = NAN, scw_secs = NAN;
-    if (!resumed && r->mc_warmup > 0) {
-        Phase ph = {"pretrain: multiple-choice warm-up", MCW_FORMATS, MOD_TEXT, 0x6d6377726d7570ULL /* "mcwrmup" */,
-                    r->mc_warmup, 0};
-        mcw_secs = train_phase(m, w, tok, o, r, &ph);
-    }
     if (!resumed && r->scene_warmup > 0) {
         Phase ph = {"pretrain: scene warm-up", SCW_FORMATS, MOD_IMAGE, 0x73637761726dULL /* "scwarm" */,
-                    r->scene_warmup, r->mc_warmup};
+                    r->scene_warmup, 0, train_scw_lr, MCW_FORMATS};
         scw_secs = train_phase(m, w, tok, o, r, &ph);
+    }
+    if (!resumed && r->mc_warmup > 0) {
+        Phase ph = {"pretrain: multiple-choice warm-up", MCW_FORMATS, MOD_TEXT, 0x6d6377726d7570ULL /* "mcwrmup" */,
+                    r->mc_warmup, r->scene_warmup, train_mcw_lr, 0};
+        mcw_secs = train_phase(m, w, tok, o, r, &ph);
     }
     long stop_after = o->stop_after;
     const char *env = getenv("PULSE_TRAIN_STOP_AFTER");
@@ -1248,12 +1268,13 @@ static void usage(FILE *f, int stage) {
                "                        epoch (fine-tuning: K times as likely in the replayed pre-training)\n"
                "  --vision-warmup N     pre-training from scratch: N steps teaching the vision tower the\n"
                "                        scenes' figures before the main loop (0: none)\n"
+               "  --scene-warmup N      pre-training from scratch: N steps after the vision warm-up, a\n"
+               "                        batch of the scenes' captions, questions and letter multiple\n"
+               "                        choice, then one of the text items --mc-warmup trains, in turn,\n"
+               "                        at a quarter of its rate (0: none)\n"
                "  --mc-warmup N         pre-training from scratch: N steps on the text-only questions and\n"
                "                        letter multiple choice (people, general facts) alone, after the\n"
-               "                        vision warm-up (0: none)\n"
-               "  --scene-warmup N      pre-training from scratch: N steps on the scenes' captions,\n"
-               "                        questions and letter multiple choice alone, after the\n"
-               "                        multiple-choice warm-up (0: none)\n"
+               "                        scene warm-up (0: none)\n"
                "  --state-every SEC     seconds between saved training states (default 30, 0: never)\n"
                "  --no-gates            do not evaluate the gates after training\n"
                "Restarting the same command after an interruption resumes from CKPT.state.\n",

@@ -59,10 +59,12 @@ typedef struct Recipe {
                                    presentations an epoch instead of mc_repeat (0: mc_repeat) */
     int mc_name_repeat;         /* a person's text-only letter MC item (by name): likewise
                                    (0: mc_repeat). The multiple-choice warm-up ignores both */
-    long scene_warmup;          /* pre-training from scratch: steps on the scenes' captions,
-                                   questions and letter multiple choice alone, after the
-                                   multiple-choice warm-up (0: none; docs/training.md,
-                                   "The scene warm-up") */
+    long scene_warmup;          /* pre-training from scratch: steps of the scene warm-up, first
+                                   after the vision warm-up: a batch of the scenes' captions,
+                                   questions and letter multiple choice, then one of the
+                                   multiple-choice warm-up's text items, in turn, at
+                                   train_scw_lr() (0: none; docs/training.md, "Where the
+                                   decoder looks") */
 } Recipe;
 
 /* The vision warm-up that pre-training from scratch runs first (Recipe.vision_warmup;
@@ -83,6 +85,15 @@ double train_vision_warmup(Model *m, const World *w, long steps, uint64_t seed, 
 #define TRAIN_MCW_LR 1e-3f
 #define TRAIN_MCW_SCHEDULE "ramp, then constant"
 float train_mcw_lr(long step, long warmup);
+
+/* The learning rate of step `step` of the scene warm-up (Recipe.scene_warmup): the
+ * multiple-choice warm-up's ramp and constant, x TRAIN_SCW_SCALE (2.5e-4 after the ramp).
+ * At 1e-3 the decoder settles on the wrong quadrant of a scene for a third of the
+ * questions; at 2.5e-4 it learns where to look (docs/training.md, "Where the decoder
+ * looks"). TRAIN_SCW_SCHEDULE names the phase in the training fingerprint and the stage hash. */
+#define TRAIN_SCW_SCALE 0.25f
+#define TRAIN_SCW_SCHEDULE "scene warm-up: first, scenes and text in turn, 0.25 x the multiple-choice warm-up's rate"
+float train_scw_lr(long step, long warmup);
 
 /* The recipe for (preset, stage); unknown presets fall back to the "small" row. */
 Recipe train_recipe(const char *preset, int stage);

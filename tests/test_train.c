@@ -96,33 +96,43 @@ static void count_face_name(void *ctx, long step, const Item *const *items, int 
     }
 }
 
-/* on_batch hook for the multiple-choice warm-up: its batches (negative steps) must come
- * first and hold only text-only QA / letter MC items, about people not excluded or general
- * facts. */
+/* on_batch hook for the warm-ups: their batches (negative steps) must come first, the
+ * scene warm-up's (steps -1 .. -scw_steps) taking in turn scene items with their image and
+ * the text items of the multiple-choice warm-up, whose batches follow: text-only QA /
+ * letter MC items, about people not excluded or general facts. */
 typedef struct WarmupSeen {
     const int *excluded;
     int n_excluded;
-    long mc_steps;              /* steps -1 .. -mc_steps: the multiple-choice warm-up; below: the scenes' */
-    long warm, scene, main, qa, mc, bad;
+    long scw_steps;
+    long warm, scene, text, main, qa, mc, bad;
 } WarmupSeen;
+static int warmup_text_ok(const WarmupSeen *s, const Item *it) {
+    int ok = it->image < 0 && (it->person >= 0 ? it->format == FMT_QA || it->format == FMT_MC
+                                                : it->format == FMT_FACT || it->format == FMT_FACT_MC);
+    for (int k = 0; k < s->n_excluded; k++) ok &= it->person != s->excluded[k];
+    return ok;
+}
 static void check_warmup_batch(void *ctx, long step, const Item *const *items, int n) {
     WarmupSeen *s = ctx;
+    long k = -1 - step;         /* the step within the warm-ups */
     for (int i = 0; i < n; i++) {
         const Item *it = items[i];
         if (step >= 0) { s->main++; continue; }
         if (s->main) s->bad++;
-        if (-1 - step >= s->mc_steps) {         /* the scene warm-up: scene items with their image */
-            s->scene++;
+        if (k < s->scw_steps) {
+            if (s->warm) s->bad++;
+            if (k % 2) {        /* the scene warm-up's text batches */
+                s->text++;
+                if (!warmup_text_ok(s, it)) s->bad++;
+                continue;
+            }
+            s->scene++;         /* its scene batches: scene items with their image */
             if (it->image < 0 || it->person >= 0 || (it->format != FMT_SCENE_CAPTION && it->format != FMT_SCENE_VQA &&
                                                     it->format != FMT_SCENE_MC)) s->bad++;
             continue;
         }
         s->warm++;
-        if (s->scene) s->bad++;
-        int ok = it->image < 0 && (it->person >= 0 ? it->format == FMT_QA || it->format == FMT_MC
-                                                    : it->format == FMT_FACT || it->format == FMT_FACT_MC);
-        for (int k = 0; k < s->n_excluded; k++) ok &= it->person != s->excluded[k];
-        if (!ok) s->bad++;
+        if (!warmup_text_ok(s, it)) s->bad++;
         else if (it->format == FMT_QA || it->format == FMT_FACT) s->qa++;
         else s->mc++;
     }
@@ -450,10 +460,10 @@ int main(void) {
         model_free(m1);
     }
 
-    /* 8. The multiple-choice warm-up, then the scene warm-up: the first's batches hold only
-     * text-only questions and letter multiple choice (people, never an excluded one, and
-     * general facts), the second's only scene items with their image; both are recorded; 1
-     * and 2 threads give the same bytes. */
+    /* 8. The scene warm-up, then the multiple-choice warm-up: the first's batches take in
+     * turn scene items with their image and the second's items, which are text-only
+     * questions and letter multiple choice (people, never an excluded one, and general
+     * facts); both are recorded; 1 and 2 threads give the same bytes. */
     {
         long n_mcw = sanitized ? 4 : 40, n_scw = sanitized ? 3 : 20;
         char *mw = tpath("mcw"), *mw2 = tpath("mcw2");
@@ -463,7 +473,7 @@ int main(void) {
         WarmupSeen ws = {0};
         ws.excluded = ex;
         ws.n_excluded = n_ex;
-        ws.mc_steps = n_mcw;
+        ws.scw_steps = n_scw;
         TrainOpts om = small_opts(w, STAGE_PT, mw, 3);
         om.mc_warmup = n_mcw;
         om.scene_warmup = n_scw;
@@ -472,12 +482,12 @@ int main(void) {
         om.on_batch = check_warmup_batch;
         om.ctx = &ws;
         TEST(train_run(&om) == 0, "pretrain with the multiple-choice warm-up runs");
-        TEST(ws.warm == n_mcw * 8 && ws.scene == n_scw * 8 && ws.main == 3 * 8,
-             "warm-up batches first (multiple choice, then scenes), then the main loop's (%ld, %ld, %ld)", ws.warm,
-             ws.scene, ws.main);
+        TEST(ws.scene == (n_scw + 1) / 2 * 8 && ws.text == n_scw / 2 * 8 && ws.warm == n_mcw * 8 && ws.main == 3 * 8,
+             "warm-up batches first (scenes and text in turn, then multiple choice), then the main loop's (%ld + %ld, "
+             "%ld, %ld)", ws.scene, ws.text, ws.warm, ws.main);
         TEST(ws.bad == 0 && ws.mc > 0 && ws.qa > 0,
-             "warm-up batches: text-only QA (%ld) and letter MC (%ld), then scene items only, no one excluded (%ld "
-             "other)", ws.qa, ws.mc, ws.bad);
+             "warm-up batches: scene items with their image, text-only QA (%ld) and letter MC (%ld), no one "
+             "excluded (%ld other)", ws.qa, ws.mc, ws.bad);
         TEST(json_num(mw, "training.json", "mc_warmup_seconds") >= 0 &&
              json_num(mw, "training.json", "scene_warmup_seconds") >= 0, "training.json records the warm-ups' times");
         {
@@ -485,8 +495,11 @@ int main(void) {
             Json *cj = json_load(cp);
             Json *pv = json_get(json_get(cj, "pulse"), "mc_warmup_steps");
             Json *ps = json_get(json_get(cj, "pulse"), "scene_warmup_steps");
+            Json *plr = json_get(json_get(cj, "pulse"), "scene_warmup_lr");
             TEST(pv && pv->number == n_mcw && ps && ps->number == n_scw,
                  "config.json's provenance records the warm-ups' steps");
+            TEST(plr && plr->number == (double)(TRAIN_MCW_LR * TRAIN_SCW_SCALE), "and the scene warm-up's rate (%g)",
+                 plr ? plr->number : -1.0);
             json_free(cj);
             free(cp);
         }
@@ -506,6 +519,10 @@ int main(void) {
              "warm-up lr ramps linearly (%g at step 50 of 100)", (double)train_mcw_lr(50, 100));
         TEST(train_mcw_lr(100, 100) == TRAIN_MCW_LR && train_mcw_lr(3999, 100) == TRAIN_MCW_LR &&
              train_mcw_lr(1000000, 100) == TRAIN_MCW_LR, "warm-up lr constant after the ramp, to the last step");
+        /* the scene warm-up's: the same, a quarter of it */
+        TEST(train_scw_lr(0, 100) == 0.0f && train_scw_lr(50, 100) == 0.25f * train_mcw_lr(50, 100) &&
+             train_scw_lr(100, 100) == 2.5e-4f && train_scw_lr(1000000, 100) == 2.5e-4f,
+             "scene warm-up lr: ramp, then constant at %g", (double)train_scw_lr(100, 100));
     }
 
     free(seen.item_seen);
