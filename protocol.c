@@ -412,7 +412,9 @@ static uint64_t stage_train(Ctx *c, const char *name, int stage, const char *bas
         h = h_str(h, TRAIN_MCW_SCHEDULE);
     }
     long scw = base || stage != STAGE_PT ? 0 : r.scene_warmup;
-    if (scw) h = h_int(h_str(h, TRAIN_SCW_SCHEDULE), scw);                                              /* likewise */
+    if (scw) h = h_int(h_str(h, "scene warm-up"), scw);                                                 /* likewise */
+    long mixw = base || stage != STAGE_PT ? 0 : r.mixed_warmup;
+    if (mixw) h = h_int(h_str(h, TRAIN_MIXW_SCHEDULE), mixw);                                           /* likewise */
     if (r.mc_face_repeat || r.mc_name_repeat) h = h_int(h_int(h, r.mc_face_repeat), r.mc_name_repeat);  /* likewise */
     if (!base) {
         /* from scratch: the preset's model */

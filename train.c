@@ -59,13 +59,13 @@
  * warm-up and cosine decay, clipping at 1.0: what made 1M-parameter models learn in
  * ../shared/research/feasibility.md. Epochs count presentations (Item.repeat included). */
 static const Recipe recipes[] = {
-    /* preset  stage     epochs batch  lr      warmup sched      wd    clip  mode        r   alpha targets replay vision_lr mc_repeat vision_warmup general_repeat mc_warmup mc_face mc_name scene_warmup */
-    {"tiny",  STAGE_PT,   2,    16,   2e-3f,   20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0, 0, 0, 0},
-    {"tiny",  STAGE_FT,   4,    16,   2e-3f,   10,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0, 0, 0, 0},
-    {"small", STAGE_PT,  10,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.1f,   3, 2000, 1, 4000, 5, 2, 8000},
-    {"small", STAGE_FT,  15,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 3,    0, 3,    0, 5, 2, 0},
-    {"paper", STAGE_PT,  10,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1, 2000, 1,    0, 0, 0, 0},
-    {"paper", STAGE_FT,  15,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 1,    0, 1,    0, 0, 0, 0},
+    /* preset  stage     epochs batch  lr      warmup sched      wd    clip  mode        r   alpha targets replay vision_lr mc_repeat vision_warmup general_repeat mc_warmup mc_face mc_name scene_warmup mixed_warmup */
+    {"tiny",  STAGE_PT,   2,    16,   2e-3f,   20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0, 0, 0, 0, 0},
+    {"tiny",  STAGE_FT,   4,    16,   2e-3f,   10,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0, 0, 0, 0, 0},
+    {"small", STAGE_PT,  10,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 3, 2000, 1, 4000, 5, 2, 1500, 0},
+    {"small", STAGE_FT,  15,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 3,    0, 3,    0, 5, 2, 0, 0},
+    {"paper", STAGE_PT,  10,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1, 2000, 1,    0, 0, 0, 0, 0},
+    {"paper", STAGE_FT,  15,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 1,    0, 1,    0, 0, 0, 0, 0},
 };
 
 Recipe train_recipe(const char *preset, int stage) {
@@ -102,6 +102,7 @@ TrainOpts train_opts_default(int stage) {
     o.vision_warmup = -1;
     o.mc_warmup = -1;
     o.scene_warmup = -1;
+    o.mixed_warmup = -1;
     return o;
 }
 
@@ -492,10 +493,11 @@ static Plan make_plan(const TrainOpts *o, const World *w, long n_pres) {
     if (o->vision_warmup >= 0) p.r.vision_warmup = o->vision_warmup;
     if (o->mc_warmup >= 0) p.r.mc_warmup = o->mc_warmup;
     if (o->scene_warmup >= 0) p.r.scene_warmup = o->scene_warmup;
+    if (o->mixed_warmup >= 0) p.r.mixed_warmup = o->mixed_warmup;
     if (o->mc_face_repeat > 0) p.r.mc_face_repeat = o->mc_face_repeat;
     if (o->mc_name_repeat > 0) p.r.mc_name_repeat = o->mc_name_repeat;
     if (o->base || p.r.mode != TRAIN_FULL) p.r.vision_warmup = 0;   /* a random tower, trained in full */
-    if (o->base || o->stage != STAGE_PT) p.r.mc_warmup = p.r.scene_warmup = 0;   /* from scratch only */
+    if (o->base || o->stage != STAGE_PT) p.r.mc_warmup = p.r.scene_warmup = p.r.mixed_warmup = 0;   /* from scratch only */
     p.steps = o->steps > 0 ? o->steps : (long)ceil(p.r.epochs * (double)n_pres / p.r.batch);
     if (p.steps < 1) p.steps = 1;
     return p;
@@ -521,8 +523,12 @@ static uint64_t run_fingerprint(const TrainOpts *o, const World *w, const Plan *
         h = hash64(TRAIN_MCW_SCHEDULE, sizeof TRAIN_MCW_SCHEDULE, h);
     }
     if (p->r.scene_warmup) {    /* likewise */
-        h = hash64(TRAIN_SCW_SCHEDULE, sizeof TRAIN_SCW_SCHEDULE - 1, h);
+        h = hash64("scene warm-up", sizeof "scene warm-up" - 1, h);
         h = hash64(&p->r.scene_warmup, sizeof p->r.scene_warmup, h);
+    }
+    if (p->r.mixed_warmup) {    /* likewise */
+        h = hash64(TRAIN_MIXW_SCHEDULE, sizeof TRAIN_MIXW_SCHEDULE - 1, h);
+        h = hash64(&p->r.mixed_warmup, sizeof p->r.mixed_warmup, h);
     }
     if (p->r.mc_face_repeat || p->r.mc_name_repeat) {    /* likewise */
         h = hash64(&p->r.mc_face_repeat, sizeof p->r.mc_face_repeat, h);
@@ -558,7 +564,8 @@ static Json *provenance_extra(const TrainOpts *o, const World *w, const Plan *p,
         json_set(j, "vision_warmup_steps", json_new_number((double)p->r.vision_warmup));
         json_set(j, "mc_warmup_steps", json_new_number((double)p->r.mc_warmup));
         json_set(j, "scene_warmup_steps", json_new_number((double)p->r.scene_warmup));
-        if (p->r.scene_warmup) json_set(j, "scene_warmup_lr", json_new_number((double)train_scw_lr(p->r.warmup, p->r.warmup)));
+        json_set(j, "mixed_warmup_steps", json_new_number((double)p->r.mixed_warmup));
+        if (p->r.mixed_warmup) json_set(j, "mixed_warmup_lr", json_new_number((double)train_mixw_lr(p->r.warmup, p->r.warmup)));
     }
     json_set(j, "finetuning", json_new_string(p->r.mode == TRAIN_LORA ? "lora_merged" : "full"));
     if (p->r.mode == TRAIN_LORA) {
@@ -578,7 +585,7 @@ static Json *provenance_extra(const TrainOpts *o, const World *w, const Plan *p,
 /* OUT/training.json: what changes from run to run (time, threads) and the loss curve. */
 static void write_training_log(const char *out, const Plan *p, const State *st, double final_loss,
                                long resumed_at, double warmup_seconds, double mc_warmup_seconds,
-                               double scene_warmup_seconds) {
+                               double scene_warmup_seconds, double mixed_warmup_seconds) {
     Json *j = json_new_object();
     json_set(j, "steps", json_new_number((double)p->steps));
     json_set(j, "tokens", json_new_number((double)st->tokens));
@@ -591,6 +598,8 @@ static void write_training_log(const char *out, const Plan *p, const State *st, 
         json_set(j, "mc_warmup_seconds", json_new_number(round(mc_warmup_seconds * 1000.0) / 1000.0));
     if (!isnan(scene_warmup_seconds))
         json_set(j, "scene_warmup_seconds", json_new_number(round(scene_warmup_seconds * 1000.0) / 1000.0));
+    if (!isnan(mixed_warmup_seconds))
+        json_set(j, "mixed_warmup_seconds", json_new_number(round(mixed_warmup_seconds * 1000.0) / 1000.0));
     json_set(j, "tokens_per_second", json_new_number(round(st->tokens / (st->seconds > 0 ? st->seconds : 1))));
     json_set(j, "threads", json_new_number(kern_threads()));
     json_set(j, "simd", json_new_string(kern_simd_name()));
@@ -811,7 +820,8 @@ static float train_step(Model *m, Tape *tp, const Batch *bt, const AdamW *opt, f
  * while option likelihood is ~100%), but trained on the people's text-only questions and
  * their letter multiple choice alone it does, abruptly, after 2,500-3,000 steps at lr 1e-3
  * (docs/training.md, "Letter multiple choice"; when, depends on the seed). So pre-training
- * from scratch runs Recipe.mc_warmup such steps after the vision and scene warm-ups: the stage's
+ * from scratch runs Recipe.mc_warmup such steps after the vision warm-up (and the mixed
+ * warm-up, when on): the stage's
  * text-only questions and letter multiple choice, about people (the excluded people left
  * out) and general facts, presented as in the main loop, with the recipe's batch and
  * clipping, at the learning rate of train_mcw_lr() (constant after the recipe's ramp: a
@@ -822,18 +832,26 @@ float train_mcw_lr(long step, long warmup) { return lr_schedule(LR_CONSTANT, ste
 
 #define MCW_FORMATS (FMT_BIT(FMT_QA) | FMT_BIT(FMT_MC) | FMT_BIT(FMT_FACT) | FMT_BIT(FMT_FACT_MC))
 
-/* The scene warm-up (Recipe.scene_warmup): first after the vision warm-up, before the
- * multiple-choice warm-up, steps that take in turn a batch of the scene captions,
- * questions and letter multiple choice (image items; even steps) and a batch of the
- * multiple-choice warm-up's text items (odd steps; its own stream seed), at
- * train_scw_lr(), a quarter of the multiple-choice warm-up's rate; then the optimizer is
- * reset. At 1e-3 the decoder learns to read a scene's figures but for a third of the
- * questions attends to the wrong quadrant, and no later phase moves it; at 2.5e-4, from a
- * fresh decoder, it learns where to look, and the text batches in between give it the
- * letter skill at the same time (docs/training.md, "Where the decoder looks"). */
-float train_scw_lr(long step, long warmup) { return train_mcw_lr(step, warmup) * TRAIN_SCW_SCALE; }
-
+/* The scene warm-up (Recipe.scene_warmup): after the multiple-choice warm-up, steps on
+ * the scene captions, questions and letter multiple choice (image items) alone, with the
+ * same rates, clipping and batches, its own stream seed; then the optimizer is reset.
+ * Meant for the scenes, whose figures the decoder reads half the time in the pre-training
+ * mix however often they come; measured on `small` (docs/training.md, "The scene
+ * warm-up"), it moves the scenes only within a draw's noise, and what it buys is a firmer
+ * letter skill (genbench's facts pass by letter at seeds 1-3). */
 #define SCW_FORMATS (FMT_BIT(FMT_SCENE_CAPTION) | FMT_BIT(FMT_SCENE_VQA) | FMT_BIT(FMT_SCENE_MC))
+
+/* The mixed warm-up (Recipe.mixed_warmup; off in every preset, `--mixed-warmup N`): first
+ * after the vision warm-up, before the multiple-choice warm-up, steps that take in turn a
+ * batch of the scene warm-up's items (even steps) and a batch of the multiple-choice
+ * warm-up's text items (odd steps; a second stream), at train_mixw_lr(), a quarter of the
+ * multiple-choice warm-up's rate; then the optimizer is reset. At 1e-3 the decoder learns
+ * to read a scene's figures but for a third of the questions attends to the wrong
+ * quadrant; at 2.5e-4, from a fresh decoder, it learns where to look, and the main loop
+ * learns it back after the multiple-choice warm-up erased it (docs/training.md, "Where
+ * the decoder looks"). */
+float train_mixw_lr(long step, long warmup) { return train_mcw_lr(step, warmup) * TRAIN_MIXW_SCALE; }
+
 
 /* A warm-up phase before the main loop: `steps` steps on the stage's items of `formats`
  * in `modality`, at lr(step, recipe's warm-up); with `mix` (text formats), every odd step
@@ -969,16 +987,21 @@ int train_run(const TrainOpts *o) {
             fprintf(stderr, "%s: vision warm-up: %ld steps in %.1f s, final loss %.3f\n", stage_name(o->stage),
                     r->vision_warmup, warm_secs, wl);
     }
-    double mcw_secs = NAN, scw_secs = NAN;
-    if (!resumed && r->scene_warmup > 0) {
-        Phase ph = {"pretrain: scene warm-up", SCW_FORMATS, MOD_IMAGE, 0x73637761726dULL /* "scwarm" */,
-                    r->scene_warmup, 0, train_scw_lr, MCW_FORMATS};
-        scw_secs = train_phase(m, w, tok, o, r, &ph);
+    double mcw_secs = NAN, scw_secs = NAN, mixw_secs = NAN;
+    if (!resumed && r->mixed_warmup > 0) {
+        Phase ph = {"pretrain: mixed warm-up", SCW_FORMATS, MOD_IMAGE, 0x73637761726dULL /* "scwarm" */,
+                    r->mixed_warmup, 0, train_mixw_lr, MCW_FORMATS};
+        mixw_secs = train_phase(m, w, tok, o, r, &ph);
     }
     if (!resumed && r->mc_warmup > 0) {
         Phase ph = {"pretrain: multiple-choice warm-up", MCW_FORMATS, MOD_TEXT, 0x6d6377726d7570ULL /* "mcwrmup" */,
-                    r->mc_warmup, r->scene_warmup, train_mcw_lr, 0};
+                    r->mc_warmup, r->mixed_warmup, train_mcw_lr, 0};
         mcw_secs = train_phase(m, w, tok, o, r, &ph);
+    }
+    if (!resumed && r->scene_warmup > 0) {
+        Phase ph = {"pretrain: scene warm-up", SCW_FORMATS, MOD_IMAGE, 0x73637761726dULL /* "scwarm" */,
+                    r->scene_warmup, r->mixed_warmup + r->mc_warmup, train_mcw_lr, 0};
+        scw_secs = train_phase(m, w, tok, o, r, &ph);
     }
     long stop_after = o->stop_after;
     const char *env = getenv("PULSE_TRAIN_STOP_AFTER");
@@ -1068,7 +1091,7 @@ int train_run(const TrainOpts *o) {
         snprintf(fph, sizeof fph, "%016llx", (unsigned long long)w->fingerprint);
         Provenance pv = {stage_name(o->stage), p.preset, o->seed, fph, p.steps};
         save_checkpoint(o->out, m, tok, &pv, provenance_extra(o, w, &p, &st, final_loss, base_hash));
-        write_training_log(o->out, &p, &st, final_loss, resumed_at, warm_secs, mcw_secs, scw_secs);
+        write_training_log(o->out, &p, &st, final_loss, resumed_at, warm_secs, mcw_secs, scw_secs, mixw_secs);
         if (file_exists(state_path)) unlink(state_path);
         if (!o->quiet)
             fprintf(stderr, "%s: %ld steps, %ld tokens in %.1f s (%.0f tokens/s, %d threads, %.0f%% of positions "
@@ -1268,13 +1291,16 @@ static void usage(FILE *f, int stage) {
                "                        epoch (fine-tuning: K times as likely in the replayed pre-training)\n"
                "  --vision-warmup N     pre-training from scratch: N steps teaching the vision tower the\n"
                "                        scenes' figures before the main loop (0: none)\n"
-               "  --scene-warmup N      pre-training from scratch: N steps after the vision warm-up, a\n"
-               "                        batch of the scenes' captions, questions and letter multiple\n"
+               "  --mixed-warmup N      pre-training from scratch: N steps first after the vision warm-up,\n"
+               "                        a batch of the scenes' captions, questions and letter multiple\n"
                "                        choice, then one of the text items --mc-warmup trains, in turn,\n"
                "                        at a quarter of its rate (0: none)\n"
                "  --mc-warmup N         pre-training from scratch: N steps on the text-only questions and\n"
                "                        letter multiple choice (people, general facts) alone, after the\n"
-               "                        scene warm-up (0: none)\n"
+               "                        vision (and mixed) warm-up (0: none)\n"
+               "  --scene-warmup N      pre-training from scratch: N steps on the scenes' captions,\n"
+               "                        questions and letter multiple choice alone, after the\n"
+               "                        multiple-choice warm-up (0: none)\n"
                "  --state-every SEC     seconds between saved training states (default 30, 0: never)\n"
                "  --no-gates            do not evaluate the gates after training\n"
                "Restarting the same command after an interruption resumes from CKPT.state.\n",
@@ -1312,6 +1338,7 @@ static int cmd_train(int stage, int argc, char **argv) {
     o.vision_warmup = args_long(&a, "vision-warmup", -1, 0, 100000000L);
     o.mc_warmup = args_long(&a, "mc-warmup", -1, 0, 100000000L);
     o.scene_warmup = args_long(&a, "scene-warmup", -1, 0, 100000000L);
+    o.mixed_warmup = args_long(&a, "mixed-warmup", -1, 0, 100000000L);
     double every = args_double(&a, "state-every", 30, 0, 1e9);
     o.state_every = every == 0 ? -1 : every;
     int no_gates = args_flag(&a, "no-gates");

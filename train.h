@@ -59,12 +59,16 @@ typedef struct Recipe {
                                    presentations an epoch instead of mc_repeat (0: mc_repeat) */
     int mc_name_repeat;         /* a person's text-only letter MC item (by name): likewise
                                    (0: mc_repeat). The multiple-choice warm-up ignores both */
-    long scene_warmup;          /* pre-training from scratch: steps of the scene warm-up, first
+    long scene_warmup;          /* pre-training from scratch: steps on the scenes' captions,
+                                   questions and letter multiple choice alone, after the
+                                   multiple-choice warm-up (0: none; docs/training.md,
+                                   "The scene warm-up") */
+    long mixed_warmup;          /* pre-training from scratch: steps of the mixed warm-up, first
                                    after the vision warm-up: a batch of the scenes' captions,
                                    questions and letter multiple choice, then one of the
                                    multiple-choice warm-up's text items, in turn, at
-                                   train_scw_lr() (0: none; docs/training.md, "Where the
-                                   decoder looks") */
+                                   train_mixw_lr() (0: none, every preset; docs/training.md,
+                                   "Where the decoder looks") */
 } Recipe;
 
 /* The vision warm-up that pre-training from scratch runs first (Recipe.vision_warmup;
@@ -86,14 +90,14 @@ double train_vision_warmup(Model *m, const World *w, long steps, uint64_t seed, 
 #define TRAIN_MCW_SCHEDULE "ramp, then constant"
 float train_mcw_lr(long step, long warmup);
 
-/* The learning rate of step `step` of the scene warm-up (Recipe.scene_warmup): the
- * multiple-choice warm-up's ramp and constant, x TRAIN_SCW_SCALE (2.5e-4 after the ramp).
+/* The learning rate of step `step` of the mixed warm-up (Recipe.mixed_warmup): the
+ * multiple-choice warm-up's ramp and constant, x TRAIN_MIXW_SCALE (2.5e-4 after the ramp).
  * At 1e-3 the decoder settles on the wrong quadrant of a scene for a third of the
  * questions; at 2.5e-4 it learns where to look (docs/training.md, "Where the decoder
- * looks"). TRAIN_SCW_SCHEDULE names the phase in the training fingerprint and the stage hash. */
-#define TRAIN_SCW_SCALE 0.25f
-#define TRAIN_SCW_SCHEDULE "scene warm-up: first, scenes and text in turn, 0.25 x the multiple-choice warm-up's rate"
-float train_scw_lr(long step, long warmup);
+ * looks"). TRAIN_MIXW_SCHEDULE names the phase in the training fingerprint and the stage hash. */
+#define TRAIN_MIXW_SCALE 0.25f
+#define TRAIN_MIXW_SCHEDULE "mixed warm-up: first, scenes and text in turn, 0.25 x the multiple-choice warm-up's rate"
+float train_mixw_lr(long step, long warmup);
 
 /* The recipe for (preset, stage); unknown presets fall back to the "small" row. */
 Recipe train_recipe(const char *preset, int stage);
@@ -134,6 +138,7 @@ typedef struct TrainOpts {
     int mc_face_repeat;         /* 0: recipe */
     int mc_name_repeat;         /* 0: recipe */
     long scene_warmup;          /* -1: recipe */
+    long mixed_warmup;          /* -1: recipe */
     /* Behaviour */
     double state_every;         /* seconds between saved training states (0: 30 s; < 0: never) */
     long stop_after;            /* test hook: save the state and return 3 after this many

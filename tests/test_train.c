@@ -96,21 +96,26 @@ static void count_face_name(void *ctx, long step, const Item *const *items, int 
     }
 }
 
-/* on_batch hook for the warm-ups: their batches (negative steps) must come first, the
- * scene warm-up's (steps -1 .. -scw_steps) taking in turn scene items with their image and
- * the text items of the multiple-choice warm-up, whose batches follow: text-only QA /
- * letter MC items, about people not excluded or general facts. */
+/* on_batch hook for the warm-ups: their batches (negative steps) must come first: the
+ * mixed warm-up's (steps -1 .. -mix_steps), taking in turn scene items with their image and
+ * the multiple-choice warm-up's text items; then the multiple-choice warm-up's (mc_steps):
+ * text-only QA / letter MC items, about people not excluded or general facts; then the
+ * scene warm-up's: scene items with their image. */
 typedef struct WarmupSeen {
     const int *excluded;
     int n_excluded;
-    long scw_steps;
-    long warm, scene, text, main, qa, mc, bad;
+    long mix_steps, mc_steps;
+    long mix_scene, mix_text, warm, scene, main, qa, mc, bad;
 } WarmupSeen;
 static int warmup_text_ok(const WarmupSeen *s, const Item *it) {
     int ok = it->image < 0 && (it->person >= 0 ? it->format == FMT_QA || it->format == FMT_MC
                                                 : it->format == FMT_FACT || it->format == FMT_FACT_MC);
     for (int k = 0; k < s->n_excluded; k++) ok &= it->person != s->excluded[k];
     return ok;
+}
+static int warmup_scene_ok(const Item *it) {
+    return it->image >= 0 && it->person < 0 &&
+           (it->format == FMT_SCENE_CAPTION || it->format == FMT_SCENE_VQA || it->format == FMT_SCENE_MC);
 }
 static void check_warmup_batch(void *ctx, long step, const Item *const *items, int n) {
     WarmupSeen *s = ctx;
@@ -119,22 +124,20 @@ static void check_warmup_batch(void *ctx, long step, const Item *const *items, i
         const Item *it = items[i];
         if (step >= 0) { s->main++; continue; }
         if (s->main) s->bad++;
-        if (k < s->scw_steps) {
-            if (s->warm) s->bad++;
-            if (k % 2) {        /* the scene warm-up's text batches */
-                s->text++;
-                if (!warmup_text_ok(s, it)) s->bad++;
-                continue;
-            }
-            s->scene++;         /* its scene batches: scene items with their image */
-            if (it->image < 0 || it->person >= 0 || (it->format != FMT_SCENE_CAPTION && it->format != FMT_SCENE_VQA &&
-                                                    it->format != FMT_SCENE_MC)) s->bad++;
-            continue;
+        if (k < s->mix_steps) {
+            if (s->warm || s->scene) s->bad++;
+            if (k % 2) { s->mix_text++; s->bad += !warmup_text_ok(s, it); }
+            else { s->mix_scene++; s->bad += !warmup_scene_ok(it); }
+        } else if (k < s->mix_steps + s->mc_steps) {
+            s->warm++;
+            if (s->scene) s->bad++;
+            if (!warmup_text_ok(s, it)) s->bad++;
+            else if (it->format == FMT_QA || it->format == FMT_FACT) s->qa++;
+            else s->mc++;
+        } else {
+            s->scene++;
+            s->bad += !warmup_scene_ok(it);
         }
-        s->warm++;
-        if (!warmup_text_ok(s, it)) s->bad++;
-        else if (it->format == FMT_QA || it->format == FMT_FACT) s->qa++;
-        else s->mc++;
     }
 }
 
@@ -460,12 +463,13 @@ int main(void) {
         model_free(m1);
     }
 
-    /* 8. The scene warm-up, then the multiple-choice warm-up: the first's batches take in
-     * turn scene items with their image and the second's items, which are text-only
-     * questions and letter multiple choice (people, never an excluded one, and general
-     * facts); both are recorded; 1 and 2 threads give the same bytes. */
+    /* 8. The mixed warm-up, the multiple-choice warm-up, the scene warm-up: the first's
+     * batches take in turn scene items with their image and the second's items, which are
+     * text-only questions and letter multiple choice (people, never an excluded one, and
+     * general facts); the third's are scene items with their image; all are recorded; 1
+     * and 2 threads give the same bytes. */
     {
-        long n_mcw = sanitized ? 4 : 40, n_scw = sanitized ? 3 : 20;
+        long n_mcw = sanitized ? 4 : 40, n_scw = sanitized ? 3 : 20, n_mix = sanitized ? 5 : 21;
         char *mw = tpath("mcw"), *mw2 = tpath("mcw2");
         const Split *cs = world_split(w, "celebrity");     /* half the celebrities left out */
         const int *ex = cs->people;
@@ -473,32 +477,37 @@ int main(void) {
         WarmupSeen ws = {0};
         ws.excluded = ex;
         ws.n_excluded = n_ex;
-        ws.scw_steps = n_scw;
+        ws.mix_steps = n_mix;
+        ws.mc_steps = n_mcw;
         TrainOpts om = small_opts(w, STAGE_PT, mw, 3);
         om.mc_warmup = n_mcw;
         om.scene_warmup = n_scw;
+        om.mixed_warmup = n_mix;
         om.exclude = ex;
         om.n_exclude = n_ex;
         om.on_batch = check_warmup_batch;
         om.ctx = &ws;
         TEST(train_run(&om) == 0, "pretrain with the multiple-choice warm-up runs");
-        TEST(ws.scene == (n_scw + 1) / 2 * 8 && ws.text == n_scw / 2 * 8 && ws.warm == n_mcw * 8 && ws.main == 3 * 8,
-             "warm-up batches first (scenes and text in turn, then multiple choice), then the main loop's (%ld + %ld, "
-             "%ld, %ld)", ws.scene, ws.text, ws.warm, ws.main);
+        TEST(ws.mix_scene == (n_mix + 1) / 2 * 8 && ws.mix_text == n_mix / 2 * 8 && ws.warm == n_mcw * 8 &&
+             ws.scene == n_scw * 8 && ws.main == 3 * 8,
+             "warm-up batches first (scenes and text in turn, multiple choice, scenes), then the main loop's "
+             "(%ld + %ld, %ld, %ld, %ld)", ws.mix_scene, ws.mix_text, ws.warm, ws.scene, ws.main);
         TEST(ws.bad == 0 && ws.mc > 0 && ws.qa > 0,
              "warm-up batches: scene items with their image, text-only QA (%ld) and letter MC (%ld), no one "
              "excluded (%ld other)", ws.qa, ws.mc, ws.bad);
         TEST(json_num(mw, "training.json", "mc_warmup_seconds") >= 0 &&
-             json_num(mw, "training.json", "scene_warmup_seconds") >= 0, "training.json records the warm-ups' times");
+             json_num(mw, "training.json", "scene_warmup_seconds") >= 0 &&
+             json_num(mw, "training.json", "mixed_warmup_seconds") >= 0, "training.json records the warm-ups' times");
         {
             char *cp = xasprintf("%s/config.json", mw);
             Json *cj = json_load(cp);
             Json *pv = json_get(json_get(cj, "pulse"), "mc_warmup_steps");
             Json *ps = json_get(json_get(cj, "pulse"), "scene_warmup_steps");
-            Json *plr = json_get(json_get(cj, "pulse"), "scene_warmup_lr");
-            TEST(pv && pv->number == n_mcw && ps && ps->number == n_scw,
+            Json *pm = json_get(json_get(cj, "pulse"), "mixed_warmup_steps");
+            Json *plr = json_get(json_get(cj, "pulse"), "mixed_warmup_lr");
+            TEST(pv && pv->number == n_mcw && ps && ps->number == n_scw && pm && pm->number == n_mix,
                  "config.json's provenance records the warm-ups' steps");
-            TEST(plr && plr->number == (double)(TRAIN_MCW_LR * TRAIN_SCW_SCALE), "and the scene warm-up's rate (%g)",
+            TEST(plr && plr->number == (double)(TRAIN_MCW_LR * TRAIN_MIXW_SCALE), "and the mixed warm-up's rate (%g)",
                  plr ? plr->number : -1.0);
             json_free(cj);
             free(cp);
@@ -519,10 +528,10 @@ int main(void) {
              "warm-up lr ramps linearly (%g at step 50 of 100)", (double)train_mcw_lr(50, 100));
         TEST(train_mcw_lr(100, 100) == TRAIN_MCW_LR && train_mcw_lr(3999, 100) == TRAIN_MCW_LR &&
              train_mcw_lr(1000000, 100) == TRAIN_MCW_LR, "warm-up lr constant after the ramp, to the last step");
-        /* the scene warm-up's: the same, a quarter of it */
-        TEST(train_scw_lr(0, 100) == 0.0f && train_scw_lr(50, 100) == 0.25f * train_mcw_lr(50, 100) &&
-             train_scw_lr(100, 100) == 2.5e-4f && train_scw_lr(1000000, 100) == 2.5e-4f,
-             "scene warm-up lr: ramp, then constant at %g", (double)train_scw_lr(100, 100));
+        /* the mixed warm-up's: the same, a quarter of it */
+        TEST(train_mixw_lr(0, 100) == 0.0f && train_mixw_lr(50, 100) == 0.25f * train_mcw_lr(50, 100) &&
+             train_mixw_lr(100, 100) == 2.5e-4f && train_mixw_lr(1000000, 100) == 2.5e-4f,
+             "mixed warm-up lr: ramp, then constant at %g", (double)train_mixw_lr(100, 100));
     }
 
     free(seen.item_seen);
