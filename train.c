@@ -821,12 +821,12 @@ static float train_step(Model *m, Tape *tp, const Batch *bt, const AdamW *opt, f
  * their letter multiple choice alone it does, abruptly, after 2,500-3,000 steps at lr 1e-3
  * (docs/training.md, "Letter multiple choice"; when, depends on the seed). So pre-training
  * from scratch runs Recipe.mc_warmup such steps after the vision warm-up (and the mixed
- * warm-up, when on): the stage's
- * text-only questions and letter multiple choice, about people (the excluded people left
- * out) and general facts, presented as in the main loop, with the recipe's batch and
- * clipping, at the learning rate of train_mcw_lr() (constant after the recipe's ramp: a
- * cosine decay lowers the rate just when the skill appears, and on seed 2 it formed late
- * or not at all); then the optimizer is reset and the main loop starts. Its streams are
+ * warm-up, when on): the stage's text-only questions and letter multiple choice, about
+ * people (the excluded people left out) and general facts, presented as in the main
+ * loop, with the recipe's batch and clipping, at the learning rate of train_mcw_lr()
+ * (constant after the recipe's ramp: a cosine decay lowers the rate just when the skill
+ * appears, and on seed 2 it formed late or not at all); then the optimizer is reset and
+ * the main loop starts. Its streams are
  * the main loop's under another seed, so its order, renderings and options are its own. */
 float train_mcw_lr(long step, long warmup) { return lr_schedule(LR_CONSTANT, step, 0, warmup, TRAIN_MCW_LR); }
 
@@ -851,7 +851,6 @@ float train_mcw_lr(long step, long warmup) { return lr_schedule(LR_CONSTANT, ste
  * learns it back after the multiple-choice warm-up erased it (docs/training.md, "Where
  * the decoder looks"). */
 float train_mixw_lr(long step, long warmup) { return train_mcw_lr(step, warmup) * TRAIN_MIXW_SCALE; }
-
 
 /* A warm-up phase before the main loop: `steps` steps on the stage's items of `formats`
  * in `modality`, at lr(step, recipe's warm-up); with `mix` (text formats), every odd step
@@ -989,6 +988,7 @@ int train_run(const TrainOpts *o) {
     }
     double mcw_secs = NAN, scw_secs = NAN, mixw_secs = NAN;
     if (!resumed && r->mixed_warmup > 0) {
+        /* the scene warm-up's salt (the runs of docs/training.md were made with it) */
         Phase ph = {"pretrain: mixed warm-up", SCW_FORMATS, MOD_IMAGE, 0x73637761726dULL /* "scwarm" */,
                     r->mixed_warmup, 0, train_mixw_lr, MCW_FORMATS};
         mixw_secs = train_phase(m, w, tok, o, r, &ph);
