@@ -149,6 +149,11 @@ typedef struct Ctx {
     int quiet;
     List methods, settings, seq_methods, params_methods;
     const char *ref_policy;     /* sequential reference: "previous" | "original" */
+    float lr_set[UL_N_METHODS]; /* --unlearn-lr METHOD=RATE (0: not set) */
+    double lr_scale;            /* --unlearn-lr xF: every other method's default times F */
+    char *lr_spec;              /* --unlearn-lr as parsed, for the reproduce command (NULL: none) */
+    TrainOpts pt_over;          /* pre-training overrides of the recipe (base_pt, oracle_pt):
+                                   vision_lr, vision/mc/scene/mixed warm-up; -1 = the recipe's */
     World *w;
     Tokenizer *tok;
     Checkpoint *pt, *ft;        /* the base models, loaded once */
@@ -172,6 +177,45 @@ typedef struct Ctx {
     List pool_done;             /* units seen done (they stay done) */
     double t_start;
 } Ctx;
+
+/* --unlearn-lr: "METHOD=RATE" items and at most one "xF" (scale of the other methods'
+ * defaults), comma-separated; stored with the rates as parsed, in a canonical form. */
+static void parse_unlearn_lr(Ctx *c, const char *spec) {
+    char *s = xstrdup(spec), *save = NULL;
+    Text norm = {0};
+    int n_scale = 0;
+    c->lr_scale = 1.0;
+    for (char *t = strtok_r(s, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+        char *eq = strchr(t, '='), *num = t[0] == 'x' && !eq ? t + 1 : eq ? eq + 1 : NULL, *end = NULL;
+        if (!num) die_input(NULL, "run: --unlearn-lr: '%s' is neither METHOD=RATE nor xFACTOR", t);
+        double v = strtod(num, &end);
+        if (*num == '\0' || *end != '\0' || !isfinite(v) || !(v > 0.0) || v > 1.0e3)
+            die_input(NULL, "run: --unlearn-lr: '%s': the rate or factor must be a number > 0 (at most 1000)", t);
+        if (!eq) {
+            if (n_scale++) die_input(NULL, "run: --unlearn-lr: more than one xFACTOR");
+            c->lr_scale = v;
+            text_printf(&norm, "%sx%g", norm.n ? "," : "", v);
+            continue;
+        }
+        *eq = '\0';
+        int m = unlearn_method_parse(t);
+        if (m < 0) die_input(NULL, "run: --unlearn-lr: unknown method '%s' (ga, gd, ga_klr, npo, npo_rt, simnpo, idkpo, rmu)", t);
+        if (c->lr_set[m] > 0.0f) die_input(NULL, "run: --unlearn-lr: %s given twice", unlearn_method_name((UlMethod)m));
+        c->lr_set[m] = (float)v;
+        text_printf(&norm, "%s%s=%g", norm.n ? "," : "", unlearn_method_name((UlMethod)m), v);
+    }
+    free(s);
+    if (!norm.n) die_input(NULL, "run: --unlearn-lr: empty list");
+    c->lr_spec = xstrdup(text_str(&norm));
+    text_free(&norm);
+}
+
+/* The learning rate a method's unlearning operations use in this run. */
+static float run_lr(const Ctx *c, UlMethod m) {
+    if (c->lr_set[m] > 0.0f) return c->lr_set[m];
+    float d = unlearn_opts_default(m, UL_FINETUNED).lr;
+    return c->lr_scale == 1.0 ? d : (float)(d * c->lr_scale);
+}
 
 /* ============================================================================
  * The pool: with --procs N > 1, the driver trains base_pt and ranks the celebrities,
@@ -395,10 +439,25 @@ static void stage_data(Ctx *c) {
 /* Trains RUN/<name> unless its marker is current (in the pool: if this process claims
  * it); returns the stage hash. The training test hook stopping it sets c->stopped (the
  * caller then stops the run, exit 3). */
+/* A training stage's options before its paths: the run's pre-training overrides when it
+ * pre-trains from scratch (base_pt, oracle_pt), none otherwise. */
+static TrainOpts stage_opts(const Ctx *c, int stage, const char *base) {
+    TrainOpts o = train_opts_default(stage);
+    if (stage == STAGE_PT && !base) {
+        o.vision_lr = c->pt_over.vision_lr;
+        o.vision_warmup = c->pt_over.vision_warmup;
+        o.mc_warmup = c->pt_over.mc_warmup;
+        o.scene_warmup = c->pt_over.scene_warmup;
+        o.mixed_warmup = c->pt_over.mixed_warmup;
+    }
+    return o;
+}
+
 static uint64_t stage_train(Ctx *c, const char *name, int stage, const char *base, uint64_t h_base,
                             const int *exclude, int n_exclude) {
     /* every recipe field that changes the weights, plus the base and the excluded people */
-    Recipe r = train_recipe(c->preset->name, stage);
+    TrainOpts ro = stage_opts(c, stage, base);
+    Recipe r = train_recipe_for(&ro, c->preset->name);
     uint64_t h = h_int(h_base, PROTOCOL_VERSION);
     h = h_str(h, name); h = h_int(h, stage); h = h_str(h, base);
     h = h_dbl(h, r.epochs); h = h_int(h, r.batch); h = h_dbl(h, r.lr); h = h_int(h, r.warmup);
@@ -436,7 +495,7 @@ static uint64_t stage_train(Ctx *c, const char *name, int stage, const char *bas
     if (c->pool ? pool_take(c, name, 1, done) : !done) {
         say(c, "%s: training (%s%s)", name, stage == STAGE_PT ? "pre-training" : "fine-tuning",
             n_exclude ? ", without the forget people" : "");
-        TrainOpts o = train_opts_default(stage);
+        TrainOpts o = stage_opts(c, stage, base);
         char *data = run_path(c, "data"), *base_dir = base ? run_path(c, base) : NULL;
         o.data_dir = data; o.world = c->w; o.base = base_dir; o.out = dir; o.seed = c->seed;
         o.exclude = exclude; o.n_exclude = n_exclude; o.quiet = c->quiet;
@@ -844,7 +903,9 @@ static uint64_t opts_hash(uint64_t h, const UnlearnOpts *o) {
 /* A method's documented defaults for a setting, with the setting's people, the run's seed,
  * and adapters merged after the operation (the next step or cell starts from weights). */
 static UnlearnOpts cell_opts(const Ctx *c, const char *method, UlSetting setting, UlParams params) {
-    UnlearnOpts o = unlearn_opts_default((UlMethod)unlearn_method_parse(method), setting);
+    UlMethod m = (UlMethod)unlearn_method_parse(method);
+    UnlearnOpts o = unlearn_opts_default(m, setting);
+    o.lr = run_lr(c, m);
     o.params = params;
     o.seed = c->seed;
     o.quiet = 1;
@@ -1185,6 +1246,18 @@ static void write_run_json(Ctx *c) {
     json_add(j, "seq_methods", list_json(&c->seq_methods));
     json_add(j, "params_methods", list_json(&c->params_methods));
     json_add(j, "ref_policy", json_new_string(c->ref_policy));
+    Json *lr = json_new_object();       /* every method's rate in this run, defaults included */
+    for (int m = 0; m < UL_N_METHODS; m++) json_add(lr, unlearn_method_name((UlMethod)m), fnum(run_lr(c, (UlMethod)m)));
+    json_add(j, "unlearn_lr", lr);
+    TrainOpts pto = stage_opts(c, STAGE_PT, NULL);  /* the pre-training recipe's fields the run can set */
+    Recipe pr = train_recipe_for(&pto, c->preset->name);
+    Json *ptj = json_new_object();
+    json_add(ptj, "vision_lr", fnum(pr.vision_lr));
+    json_add(ptj, "vision_warmup", json_new_number((double)pr.vision_warmup));
+    json_add(ptj, "mc_warmup", json_new_number((double)pr.mc_warmup));
+    json_add(ptj, "scene_warmup", json_new_number((double)pr.scene_warmup));
+    json_add(ptj, "mixed_warmup", json_new_number((double)pr.mixed_warmup));
+    json_add(j, "pretrain_recipe", ptj);
     Json *sz = json_new_object();
     const Preset *p = c->preset;
     json_add(sz, "n_fictitious", json_new_number(p->n_fictitious));
@@ -1206,6 +1279,13 @@ static void write_run_json(Ctx *c) {
         for (int i = 0; i < ls[k]->n; i++) text_printf(&cmd, "%s%s", i ? "," : "", ls[k]->item[i]);
     }
     text_printf(&cmd, " --ref-policy %s", c->ref_policy);
+    if (c->lr_spec) text_printf(&cmd, " --unlearn-lr %s", c->lr_spec);
+    const TrainOpts *po = &c->pt_over;
+    if (po->vision_lr >= 0) text_printf(&cmd, " --vision-lr %g", po->vision_lr);
+    const long pw[4] = {po->vision_warmup, po->mc_warmup, po->scene_warmup, po->mixed_warmup};
+    const char *pwn[4] = {"vision-warmup", "mc-warmup", "scene-warmup", "mixed-warmup"};
+    for (int k = 0; k < 4; k++)
+        if (pw[k] >= 0) text_printf(&cmd, " --%s %ld", pwn[k], pw[k]);
     json_add(j, "command", json_new_string(text_str(&cmd)));
     text_free(&cmd);
     json_add(j, "cells", c->plan);
@@ -1236,6 +1316,14 @@ static void usage(FILE *f) {
         "  --params-methods LIST methods of the params and forgetdata ablations (default ga,ga_klr,npo)\n"
         "  --ref-policy P        sequential reference model: previous (the model before each step,\n"
         "                        default) or original (base_ft)\n"
+        "  --unlearn-lr SPEC     unlearning learning rates instead of the methods' defaults\n"
+        "                        (docs/methods.md), in every setting: METHOD=RATE items and at\n"
+        "                        most one xF, every other method's default times F; e.g.\n"
+        "                        ga=3e-3,npo=3e-3 or x1.5 or rmu=1e-2,x1.5\n"
+        "  --vision-lr X, --vision-warmup N, --mc-warmup N, --scene-warmup N, --mixed-warmup N\n"
+        "                        pre-training recipe overrides (base_pt and oracle_pt), as in\n"
+        "                        pulse pretrain (docs/training.md); e.g. --mixed-warmup 8000\n"
+        "                        --scene-warmup 0 --vision-lr 0.1\n"
         "  --jobs N              threads for the kernels (default 0: OpenMP's own; results do not\n"
         "                        depend on it)\n"
         "  --procs N             processes for everything after pre-training, one kernel thread\n"
@@ -1427,6 +1515,13 @@ int cmd_run(int argc, char **argv) {
     const char *seqm = args_str(&a, "seq-methods", "ga,ga_klr,npo");
     const char *pm = args_str(&a, "params-methods", "ga,ga_klr,npo");
     c.ref_policy = args_str(&a, "ref-policy", "previous");
+    const char *ulr = args_str(&a, "unlearn-lr", NULL);
+    c.pt_over = train_opts_default(STAGE_PT);
+    c.pt_over.vision_lr = args_double(&a, "vision-lr", -1, 0, 100);
+    c.pt_over.vision_warmup = args_long(&a, "vision-warmup", -1, 0, 100000000L);
+    c.pt_over.mc_warmup = args_long(&a, "mc-warmup", -1, 0, 100000000L);
+    c.pt_over.scene_warmup = args_long(&a, "scene-warmup", -1, 0, 100000000L);
+    c.pt_over.mixed_warmup = args_long(&a, "mixed-warmup", -1, 0, 100000000L);
     long jobs = args_long(&a, "jobs", 0, 0, 4096);
     long procs = args_long(&a, "procs", 0, 0, 64);
     const char *part = args_str(&a, "cell-part", NULL);     /* internal: see spawn_parts */
@@ -1451,6 +1546,8 @@ int cmd_run(int argc, char **argv) {
     parse_settings(&c.settings, settings);
     parse_methods(&c.seq_methods, seqm, "seq-methods");
     parse_methods(&c.params_methods, pm, "params-methods");
+    c.lr_scale = 1.0;
+    if (ulr) parse_unlearn_lr(&c, ulr);
     char *out_default = xasprintf("runs/%s", c.preset->name), *raw_default = raw ? NULL : data_default_raw_dir();
     c.raw = raw ? raw : raw_default;
     c.out = out ? out : out_default;
@@ -1540,7 +1637,7 @@ done:
     json_free(c.plan);
     if (c.tok) tok_free(c.tok);
     if (c.w) world_free(c.w);
-    free(c.forget10); free(c.retain90); free(c.celebs); free(c.cforget); free(c.cretain);
+    free(c.forget10); free(c.retain90); free(c.celebs); free(c.cforget); free(c.cretain); free(c.lr_spec);
     list_free(&c.methods); list_free(&c.settings); list_free(&c.seq_methods); list_free(&c.params_methods);
     list_free(&c.seen);
     list_free(&c.pool_done);

@@ -1336,16 +1336,19 @@ static void md_provenance(Text *o, const Run *R) {
         text_free(&s);
         free(l);
     }
-    /* sizes on one line: "n_fictitious 100, n_celebrity 30, ..." */
-    const Json *sz = json_get(j, "sizes");
-    if (sz && sz->type == JSON_OBJECT) {
+    /* objects of numbers on one line each: "n_fictitious 100, n_celebrity 30, ..." (the
+     * unlearning rates and the pre-training recipe: not in runs from before they were recorded) */
+    static const char *const objs[] = {"sizes", "unlearn_lr", "pretrain_recipe"};
+    for (size_t k = 0; k < sizeof objs / sizeof objs[0]; k++) {
+        const Json *ob = json_get(j, objs[k]);
+        if (!ob || ob->type != JSON_OBJECT) continue;
         Text s = {0};
-        for (size_t i = 0; i < sz->len; i++) {
+        for (size_t i = 0; i < ob->len; i++) {
             char num[40];
-            json_format_number(num, sizeof num, sz->items[i]->type == JSON_NUMBER ? sz->items[i]->number : NAN);
-            text_printf(&s, "%s%s %s", i ? ", " : "", sz->keys[i], num);
+            json_format_number(num, sizeof num, ob->items[i]->type == JSON_NUMBER ? ob->items[i]->number : NAN);
+            text_printf(&s, "%s%s %s", i ? ", " : "", ob->keys[i], num);
         }
-        md_cell(&t, "sizes"); md_cell(&t, text_str(&s)); md_end_row(&t);
+        md_cell(&t, objs[k]); md_cell(&t, text_str(&s)); md_end_row(&t);
         text_free(&s);
     }
     md_cell(&t, "reproduce");

@@ -470,32 +470,37 @@ typedef struct Plan {
     const char *preset;
 } Plan;
 
+Recipe train_recipe_for(const TrainOpts *o, const char *preset) {
+    Recipe r = train_recipe(o->preset ? o->preset : preset, o->stage);
+    if (o->epochs > 0) r.epochs = o->epochs;
+    if (o->batch > 0) r.batch = o->batch;
+    if (o->lr > 0) r.lr = o->lr;
+    if (o->warmup >= 0) r.warmup = o->warmup;
+    if (o->schedule >= 0) r.schedule = (LrKind)o->schedule;
+    if (o->mode >= 0) r.mode = (TrainMode)o->mode;
+    if (o->lora_r > 0) r.lora_r = o->lora_r;
+    if (o->lora_alpha > 0) r.lora_alpha = o->lora_alpha;
+    if (o->replay >= 0) r.replay = o->replay;
+    if (o->vision_lr >= 0) r.vision_lr = (float)o->vision_lr;
+    if (o->mc_repeat > 0) {     /* every MC item K times, unless face / name are given too */
+        r.mc_repeat = o->mc_repeat;
+        r.mc_face_repeat = r.mc_name_repeat = 0;
+    }
+    if (o->general_repeat > 0) r.general_repeat = o->general_repeat;
+    if (o->vision_warmup >= 0) r.vision_warmup = o->vision_warmup;
+    if (o->mc_warmup >= 0) r.mc_warmup = o->mc_warmup;
+    if (o->scene_warmup >= 0) r.scene_warmup = o->scene_warmup;
+    if (o->mixed_warmup >= 0) r.mixed_warmup = o->mixed_warmup;
+    if (o->mc_face_repeat > 0) r.mc_face_repeat = o->mc_face_repeat;
+    if (o->mc_name_repeat > 0) r.mc_name_repeat = o->mc_name_repeat;
+    return r;
+}
+
 /* Recipe of the preset, then every TrainOpts override; steps from epochs unless given. */
 static Plan make_plan(const TrainOpts *o, const World *w, long n_pres) {
     Plan p;
     p.preset = o->preset ? o->preset : w->preset.name;
-    p.r = train_recipe(p.preset, o->stage);
-    if (o->epochs > 0) p.r.epochs = o->epochs;
-    if (o->batch > 0) p.r.batch = o->batch;
-    if (o->lr > 0) p.r.lr = o->lr;
-    if (o->warmup >= 0) p.r.warmup = o->warmup;
-    if (o->schedule >= 0) p.r.schedule = (LrKind)o->schedule;
-    if (o->mode >= 0) p.r.mode = (TrainMode)o->mode;
-    if (o->lora_r > 0) p.r.lora_r = o->lora_r;
-    if (o->lora_alpha > 0) p.r.lora_alpha = o->lora_alpha;
-    if (o->replay >= 0) p.r.replay = o->replay;
-    if (o->vision_lr >= 0) p.r.vision_lr = (float)o->vision_lr;
-    if (o->mc_repeat > 0) {     /* every MC item K times, unless face / name are given too */
-        p.r.mc_repeat = o->mc_repeat;
-        p.r.mc_face_repeat = p.r.mc_name_repeat = 0;
-    }
-    if (o->general_repeat > 0) p.r.general_repeat = o->general_repeat;
-    if (o->vision_warmup >= 0) p.r.vision_warmup = o->vision_warmup;
-    if (o->mc_warmup >= 0) p.r.mc_warmup = o->mc_warmup;
-    if (o->scene_warmup >= 0) p.r.scene_warmup = o->scene_warmup;
-    if (o->mixed_warmup >= 0) p.r.mixed_warmup = o->mixed_warmup;
-    if (o->mc_face_repeat > 0) p.r.mc_face_repeat = o->mc_face_repeat;
-    if (o->mc_name_repeat > 0) p.r.mc_name_repeat = o->mc_name_repeat;
+    p.r = train_recipe_for(o, w->preset.name);
     if (o->base || p.r.mode != TRAIN_FULL) p.r.vision_warmup = 0;   /* a random tower, trained in full */
     if (o->base || o->stage != STAGE_PT) p.r.mc_warmup = p.r.scene_warmup = p.r.mixed_warmup = 0;   /* from scratch only */
     p.steps = o->steps > 0 ? o->steps : (long)ceil(p.r.epochs * (double)n_pres / p.r.batch);

@@ -150,6 +150,11 @@ typedef struct TrainOpts {
     void *ctx;
 } TrainOpts;
 
+/* The recipe of o's stage and preset (o->preset, else `preset`) with every override of o
+ * applied; what the warm-ups become when o starts from a base is left to train_run (they
+ * run only when pre-training from scratch). */
+Recipe train_recipe_for(const TrainOpts *o, const char *preset);
+
 /* Defaults for a stage: every override off, state every 30 s. */
 TrainOpts train_opts_default(int stage);
 

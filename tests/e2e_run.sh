@@ -13,7 +13,9 @@
 #    numbers (results.json byte-identical, results.csv identical outside the time columns),
 #    also when the cells run in one process instead of one per CPU (--procs), and when a
 #    copy of the pool dies holding a claim (PULSE_POOL_CRASH);
-# 7. `pulse report` alone rewrites the same report.
+# 7. `pulse report` alone rewrites the same report;
+# 8. --unlearn-lr redoes only the unlearning cells, at the rates given, and records them;
+# 9. pre-training overrides retrain only when they change the recipe, and are recorded.
 # Prints "N passed, N failed" and exits non-zero on failure (tests/run.sh adds it up).
 cd "$(dirname "$0")/.." || exit 1
 P=${PULSE:-./pulse}
@@ -46,6 +48,14 @@ usage_error "unknown method" run --preset tiny --methods ga,nope --out "$TMP/x"
 usage_error "unknown setting" run --preset tiny --settings batch --out "$TMP/x"
 usage_error "bad seed" run --seed -3 --out "$TMP/x"
 usage_error "bad ref policy" run --ref-policy oracle --out "$TMP/x"
+usage_error "unlearn-lr: rate 0" run --preset tiny --unlearn-lr ga=0 --out "$TMP/x"
+usage_error "unlearn-lr: unknown method" run --preset tiny --unlearn-lr foo=1e-3 --out "$TMP/x"
+usage_error "unlearn-lr: a method twice" run --preset tiny --unlearn-lr ga=1e-3,ga=2e-3 --out "$TMP/x"
+usage_error "unlearn-lr: two factors" run --preset tiny --unlearn-lr x1.5,x2 --out "$TMP/x"
+usage_error "unlearn-lr: no rate" run --preset tiny --unlearn-lr ga --out "$TMP/x"
+usage_error "unlearn-lr: not a number" run --preset tiny --unlearn-lr x1.5e --out "$TMP/x"
+usage_error "mixed-warmup negative" run --preset tiny --mixed-warmup -5 --out "$TMP/x"
+usage_error "vision-lr not a number" run --preset tiny --vision-lr abc --out "$TMP/x"
 usage_error "report without a run dir" report
 usage_error "report of a non-run dir" report "$TMP"
 check "no run dir created by refused commands" test ! -e "$TMP/x/data"
@@ -165,6 +175,40 @@ check "no claims left behind" test ! -e "$RUN/state/claims"
 cp "$RUN/report.md" "$TMP/report1.md"
 "$P" report "$RUN" --quiet >/dev/null 2>&1 && ok || bad "pulse report RUN_DIR"
 check "pulse report rewrites the same report.md" cmp "$TMP/report1.md" "$RUN/report.md"
+
+# --- 8. --unlearn-lr: only the cells at other rates are redone -------------------------
+# on a copy: GA at a given rate, NPO at twice its default; nothing is trained again
+LR=$TMP/run_lr
+cp -r "$RUN" "$LR"
+check "run.json records the default rates" grep -q '"ga": 0.002' "$RUN/run.json"
+"$P" run --preset tiny --out "$LR" --settings finetuned --methods ga,npo --unlearn-lr ga=4e-3,x2 >"$TMP/log8" 2>&1
+rc=$?
+if [ "$rc" -eq 0 ]; then ok; else bad "run with --unlearn-lr: exit $rc"; tail -5 "$TMP/log8"; fi
+if grep -q 'training' "$TMP/log8"; then bad "--unlearn-lr retrained a model"; else ok; fi
+check "finetuned-ga at the given rate" grep -q '"lr": 0.004' "$LR/cells/finetuned-ga/cell.json"
+check "finetuned-npo at twice its default" grep -q '"lr": 0.004' "$LR/cells/finetuned-npo/cell.json"
+if cmp -s "$RUN/cells/finetuned-ga/results.json" "$LR/cells/finetuned-ga/results.json"; then
+    bad "finetuned-ga not recomputed at the new rate"; else ok; fi
+check "finetuned-before untouched" cmp "$RUN/cells/finetuned-before/results.json" "$LR/cells/finetuned-before/results.json"
+check "the reproduce command carries the rates" grep -q -- '--unlearn-lr ga=0.004,x2' "$LR/run.json"
+check "run.json: the rates used" grep -q '"npo": 0.004' "$LR/run.json"
+check "the report lists the rates" grep -q '^| unlearn_lr .*ga 0.004, gd 0.006' "$LR/report.md"
+
+# --- 9. pre-training overrides: the recipe's own values retrain nothing, another value
+# retrains base_pt (and what depends on it) with it, recorded in config.json and run.json
+"$P" run --preset tiny --out "$LR" --settings finetuned --methods ga --unlearn-lr ga=4e-3,x2 \
+    --vision-lr 0.015 --mc-warmup 0 --scene-warmup 0 >"$TMP/log9" 2>&1
+rc=$?
+if [ "$rc" -eq 0 ]; then ok; else bad "run with the recipe's own values: exit $rc"; tail -5 "$TMP/log9"; fi
+if grep -q 'training' "$TMP/log9"; then bad "the recipe's own values retrained a model"; else ok; fi
+"$P" run --preset tiny --out "$LR" --settings finetuned --methods ga --unlearn-lr ga=4e-3,x2 --mc-warmup 5 >"$TMP/log10" 2>&1
+rc=$?
+if [ "$rc" -eq 0 ]; then ok; else bad "run with --mc-warmup 5: exit $rc"; tail -5 "$TMP/log10"; fi
+check "--mc-warmup retrains base_pt" grep -q 'base_pt: training' "$TMP/log10"
+check "base_pt's config.json has the warm-up" grep -q '"mc_warmup_steps": 5' "$LR/base_pt/config.json"
+check "run.json: the pre-training recipe" grep -q '"mc_warmup": 5' "$LR/run.json"
+check "the reproduce command carries it" grep -q -- '--mc-warmup 5' "$LR/run.json"
+check "the report lists it" grep -q '^| pretrain_recipe .*mc_warmup 5' "$LR/report.md"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
