@@ -67,7 +67,7 @@ typedef struct Recipe {
                                    after the vision warm-up: a batch of the scenes' captions,
                                    questions and letter multiple choice, then one of the
                                    multiple-choice warm-up's text items, in turn, at
-                                   train_mixw_lr() (0: none, every preset; docs/training.md,
+                                   train_mixw_lr() (0: none; small: 8000; docs/training.md,
                                    "Where the decoder looks") */
 } Recipe;
 

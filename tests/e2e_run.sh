@@ -180,19 +180,19 @@ check "pulse report rewrites the same report.md" cmp "$TMP/report1.md" "$RUN/rep
 # on a copy: GA at a given rate, NPO at twice its default; nothing is trained again
 LR=$TMP/run_lr
 cp -r "$RUN" "$LR"
-check "run.json records the default rates" grep -q '"ga": 0.002' "$RUN/run.json"
+check "run.json records the default rates" grep -q '"ga": 0.003' "$RUN/run.json"
 "$P" run --preset tiny --out "$LR" --settings finetuned --methods ga,npo --unlearn-lr ga=4e-3,x2 >"$TMP/log8" 2>&1
 rc=$?
 if [ "$rc" -eq 0 ]; then ok; else bad "run with --unlearn-lr: exit $rc"; tail -5 "$TMP/log8"; fi
 if grep -q 'training' "$TMP/log8"; then bad "--unlearn-lr retrained a model"; else ok; fi
 check "finetuned-ga at the given rate" grep -q '"lr": 0.004' "$LR/cells/finetuned-ga/cell.json"
-check "finetuned-npo at twice its default" grep -q '"lr": 0.004' "$LR/cells/finetuned-npo/cell.json"
+check "finetuned-npo at twice its default" grep -q '"lr": 0.006' "$LR/cells/finetuned-npo/cell.json"
 if cmp -s "$RUN/cells/finetuned-ga/results.json" "$LR/cells/finetuned-ga/results.json"; then
     bad "finetuned-ga not recomputed at the new rate"; else ok; fi
 check "finetuned-before untouched" cmp "$RUN/cells/finetuned-before/results.json" "$LR/cells/finetuned-before/results.json"
 check "the reproduce command carries the rates" grep -q -- '--unlearn-lr ga=0.004,x2' "$LR/run.json"
-check "run.json: the rates used" grep -q '"npo": 0.004' "$LR/run.json"
-check "the report lists the rates" grep -q '^| unlearn_lr .*ga 0.004, gd 0.006' "$LR/report.md"
+check "run.json: the rates used" grep -q '"npo": 0.006' "$LR/run.json"
+check "the report lists the rates" grep -q '^| unlearn_lr .*ga 0.004, gd 0.01,' "$LR/report.md"
 
 # --- 9. pre-training overrides: the recipe's own values retrain nothing, another value
 # retrains base_pt (and what depends on it) with it, recorded in config.json and run.json
