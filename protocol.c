@@ -189,7 +189,7 @@ static void parse_unlearn_lr(Ctx *c, const char *spec) {
         char *eq = strchr(t, '='), *num = t[0] == 'x' && !eq ? t + 1 : eq ? eq + 1 : NULL, *end = NULL;
         if (!num) die_input(NULL, "run: --unlearn-lr: '%s' is neither METHOD=RATE nor xFACTOR", t);
         double v = strtod(num, &end);
-        if (*num == '\0' || *end != '\0' || !isfinite(v) || !(v > 0.0) || v > 1.0e3)
+        if (*num == '\0' || *end != '\0' || !isfinite(v) || !((float)v > 0.0f) || v > 1.0e3)
             die_input(NULL, "run: --unlearn-lr: '%s': the rate or factor must be a number > 0 (at most 1000)", t);
         if (!eq) {
             if (n_scale++) die_input(NULL, "run: --unlearn-lr: more than one xFACTOR");
@@ -436,9 +436,6 @@ static void stage_data(Ctx *c) {
 /* ============================================================================
  * Stages 1 and 3: training (base models and oracles) */
 
-/* Trains RUN/<name> unless its marker is current (in the pool: if this process claims
- * it); returns the stage hash. The training test hook stopping it sets c->stopped (the
- * caller then stops the run, exit 3). */
 /* A training stage's options before its paths: the run's pre-training overrides when it
  * pre-trains from scratch (base_pt, oracle_pt), none otherwise. */
 static TrainOpts stage_opts(const Ctx *c, int stage, const char *base) {
@@ -453,6 +450,9 @@ static TrainOpts stage_opts(const Ctx *c, int stage, const char *base) {
     return o;
 }
 
+/* Trains RUN/<name> unless its marker is current (in the pool: if this process claims
+ * it); returns the stage hash. The training test hook stopping it sets c->stopped (the
+ * caller then stops the run, exit 3). */
 static uint64_t stage_train(Ctx *c, const char *name, int stage, const char *base, uint64_t h_base,
                             const int *exclude, int n_exclude) {
     /* every recipe field that changes the weights, plus the base and the excluded people */

@@ -54,6 +54,7 @@ usage_error "unlearn-lr: a method twice" run --preset tiny --unlearn-lr ga=1e-3,
 usage_error "unlearn-lr: two factors" run --preset tiny --unlearn-lr x1.5,x2 --out "$TMP/x"
 usage_error "unlearn-lr: no rate" run --preset tiny --unlearn-lr ga --out "$TMP/x"
 usage_error "unlearn-lr: not a number" run --preset tiny --unlearn-lr x1.5e --out "$TMP/x"
+usage_error "unlearn-lr: a rate that is 0 as a float" run --preset tiny --unlearn-lr ga=1e-50 --out "$TMP/x"
 usage_error "mixed-warmup negative" run --preset tiny --mixed-warmup -5 --out "$TMP/x"
 usage_error "vision-lr not a number" run --preset tiny --vision-lr abc --out "$TMP/x"
 usage_error "report without a run dir" report
