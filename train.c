@@ -846,7 +846,7 @@ float train_mcw_lr(long step, long warmup) { return lr_schedule(LR_CONSTANT, ste
  * letter skill (genbench's facts pass by letter at seeds 1-3). */
 #define SCW_FORMATS (FMT_BIT(FMT_SCENE_CAPTION) | FMT_BIT(FMT_SCENE_VQA) | FMT_BIT(FMT_SCENE_MC))
 
-/* The mixed warm-up (Recipe.mixed_warmup; off in every preset, `--mixed-warmup N`): first
+/* The mixed warm-up (Recipe.mixed_warmup; small: 8,000 steps, `--mixed-warmup N`): first
  * after the vision warm-up, before the multiple-choice warm-up, steps that take in turn a
  * batch of the scene warm-up's items (even steps) and a batch of the multiple-choice
  * warm-up's text items (odd steps; a second stream), at train_mixw_lr(), a quarter of the
