@@ -287,9 +287,16 @@ char **args_positional(Args *a, int *n) {
     return out;
 }
 
+/* A flag left over after parsing is either unknown or a repeat of one already read. */
 void args_done(Args *a) {
-    for (int i = 0; i < a->argc; i++)
-        if (!a->used[i]) die_input(NULL, "%s: unexpected argument '%s' (see pulse %s --help)", a->cmd, a->argv[i], a->cmd);
+    for (int i = 0; i < a->argc; i++) {
+        if (a->used[i]) continue;
+        const char *s = a->argv[i];
+        for (int j = 0; j < i && s[0] == '-' && s[1] == '-'; j++)
+            if (a->used[j] && strcmp(a->argv[j], s) == 0)
+                die_input(NULL, "%s: %s given more than once (see pulse %s --help)", a->cmd, s, a->cmd);
+        die_input(NULL, "%s: unexpected argument '%s' (see pulse %s --help)", a->cmd, s, a->cmd);
+    }
 }
 
 void args_free(Args *a) { free(a->used); a->used = NULL; }

@@ -1527,10 +1527,6 @@ int cmd_run(int argc, char **argv) {
     const char *part = args_str(&a, "cell-part", NULL);     /* internal: see spawn_parts */
     const char *raw = args_str(&a, "raw", NULL);
     c.quiet = args_flag(&a, "quiet");
-    int n_pos;
-    char **pos = args_positional(&a, &n_pos);
-    if (n_pos) die_input(NULL, "run: unexpected argument '%s' (see pulse run --help)", pos[0]);
-    free(pos);
     args_done(&a);
     c.preset = preset_find(preset);
     if (!c.preset) die_input(NULL, "run: --preset: unknown preset '%s' (tiny, small, paper)", preset);

@@ -56,6 +56,9 @@ usage_error "unlearn-lr: no rate" run --preset tiny --unlearn-lr ga --out "$TMP/
 usage_error "unlearn-lr: not a number" run --preset tiny --unlearn-lr x1.5e --out "$TMP/x"
 usage_error "unlearn-lr: a rate that is 0 as a float" run --preset tiny --unlearn-lr ga=1e-50 --out "$TMP/x"
 usage_error "mixed-warmup negative" run --preset tiny --mixed-warmup -5 --out "$TMP/x"
+usage_error "a flag twice" run --preset tiny --seed 1 --seed 2 --out "$TMP/x"
+if grep -q -- '--seed given more than once' "$TMP/err"; then ok; else bad "a flag twice: $(cat "$TMP/err")"; fi
+usage_error "a flag twice (pretrain)" pretrain --data "$TMP/x" --out "$TMP/y" --vision-lr 0.1 --vision-lr 1
 usage_error "vision-lr not a number" run --preset tiny --vision-lr abc --out "$TMP/x"
 usage_error "report without a run dir" report
 usage_error "report of a non-run dir" report "$TMP"
