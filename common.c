@@ -2,6 +2,7 @@
  * progress reporting shared by every module (see common.h). */
 #include "common.h"
 
+#include <errno.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdlib.h>
@@ -237,6 +238,9 @@ const char *args_str(Args *a, const char *name, const char *def) {
     int i = args_find(a, name);
     if (i < 0) return def;
     if (i + 1 >= a->argc) die_input(NULL, "%s: --%s needs a value (see pulse %s --help)", a->cmd, name, a->cmd);
+    /* an empty value is never meant (an empty --out would put a run's files at the
+     * root: "" + "/data") */
+    if (a->argv[i + 1][0] == '\0') die_input(NULL, "%s: --%s: empty value", a->cmd, name);
     a->used[i] = a->used[i + 1] = 1;
     return a->argv[i + 1];
 }
@@ -245,9 +249,10 @@ long args_long(Args *a, const char *name, long def, long lo, long hi) {
     const char *s = args_str(a, name, NULL);
     if (!s) return def;
     char *end;
+    errno = 0;
     long v = strtol(s, &end, 10);
     if (*s == '\0' || *end != '\0') die_input(NULL, "%s: --%s: '%s' is not an integer", a->cmd, name, s);
-    if (v < lo || v > hi) die_input(NULL, "%s: --%s: %ld is outside [%ld, %ld]", a->cmd, name, v, lo, hi);
+    if (errno == ERANGE || v < lo || v > hi) die_input(NULL, "%s: --%s: %s is outside [%ld, %ld]", a->cmd, name, s, lo, hi);
     return v;
 }
 

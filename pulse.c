@@ -60,11 +60,12 @@ static const Bench benches[] = {
 
 static int cmd_bench(int argc, char **argv) {
     int nb = (int)(sizeof benches / sizeof benches[0]);
-    if (argc < 1 || strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
+    if (argc < 1) die_input(NULL, "bench: no WHAT given (kernels, train, eval; see pulse bench --help)");
+    if (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
         printf("usage: pulse bench WHAT [options]   WHAT is one of:");
         for (int i = 0; i < nb; i++) printf(" %s", benches[i].name);
         printf("\n");
-        return argc < 1 ? 2 : 0;
+        return 0;
     }
     for (int i = 0; i < nb; i++)
         if (strcmp(argv[0], benches[i].name) == 0) return benches[i].fn(argc - 1, argv + 1);

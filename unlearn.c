@@ -1020,10 +1020,8 @@ int cmd_unlearn(int argc, char **argv) {
     const char *data = args_str(&a, "data", NULL), *mpath = args_str(&a, "model", NULL);
     const char *mname = args_str(&a, "method", NULL), *sname = args_str(&a, "setting", NULL);
     const char *out = args_str(&a, "out", NULL);
-    if (!data || !mpath || !mname || !sname || !out) {
-        usage(stderr);
-        die_input(NULL, "unlearn: --data, --model, --method, --setting and --out are required");
-    }
+    if (!data || !mpath || !mname || !sname || !out)
+        die_input(NULL, "unlearn: --data, --model, --method, --setting and --out are required (see pulse unlearn --help)");
     int method = unlearn_method_parse(mname);
     if (method < 0) die_input(NULL, "unlearn: unknown method '%s' (ga, gd, ga_klr, npo, npo_rt, simnpo, idkpo, rmu)", mname);
     UlSetting setting;

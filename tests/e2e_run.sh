@@ -59,6 +59,17 @@ usage_error "mixed-warmup negative" run --preset tiny --mixed-warmup -5 --out "$
 usage_error "a flag twice" run --preset tiny --seed 1 --seed 2 --out "$TMP/x"
 if grep -q -- '--seed given more than once' "$TMP/err"; then ok; else bad "a flag twice: $(cat "$TMP/err")"; fi
 usage_error "a flag twice (pretrain)" pretrain --data "$TMP/x" --out "$TMP/y" --vision-lr 0.1 --vision-lr 1
+# an empty value (an empty --out once put a whole run at the file system's root; the
+# unknown preset stops these two early should the check ever go)
+usage_error "empty --out (run)" run --preset huge --out ""
+if grep -q -- '--out: empty value' "$TMP/err"; then ok; else bad "empty --out: $(cat "$TMP/err")"; fi
+usage_error "empty --out (data)" data --preset huge --out ""
+if grep -q -- '--out: empty value' "$TMP/err"; then ok; else bad "empty --out (data): $(cat "$TMP/err")"; fi
+usage_error "empty --data (eval)" eval --data "" --model "$TMP/m" --out "$TMP/y"
+usage_error "integer overflow" data --preset tiny --seed 99999999999999999999 --out "$TMP/x"
+if grep -q "99999999999999999999 is outside" "$TMP/err"; then ok; else bad "integer overflow: $(cat "$TMP/err")"; fi
+usage_error "unlearn without --setting" unlearn --data "$TMP/x" --model "$TMP/m" --method ga --out "$TMP/y"
+usage_error "bench without WHAT" bench
 usage_error "vision-lr not a number" run --preset tiny --vision-lr abc --out "$TMP/x"
 usage_error "report without a run dir" report
 usage_error "report of a non-run dir" report "$TMP"
