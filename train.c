@@ -1308,6 +1308,7 @@ static void usage(FILE *f, int stage) {
                "                        multiple-choice warm-up (0: none)\n"
                "  --state-every SEC     seconds between saved training states (default 30, 0: never)\n"
                "  --no-gates            do not evaluate the gates after training\n"
+               "  --quiet               no progress lines (the gates are still printed)\n"
                "Restarting the same command after an interruption resumes from CKPT.state.\n",
             stage == STAGE_PT ? " (default: random init)" : " (required)");
 }
@@ -1319,27 +1320,29 @@ static int cmd_train(int stage, int argc, char **argv) {
     args_init(&a, stage_name(stage), argc, argv);
     if (args_help(&a)) { usage(stdout, stage); args_free(&a); return 0; }
     TrainOpts o = train_opts_default(stage);
+    /* 0 (and -1) mean "the recipe's value" inside TrainOpts, so a flag cannot be 0 where
+     * 0 is not a value of its own: --lr 0 would otherwise train at the recipe's rate */
     o.data_dir = args_str(&a, "data", NULL);
     o.base = args_str(&a, "base", NULL);
     o.out = args_str(&a, "out", NULL);
     o.preset = args_str(&a, "preset", NULL);
     o.seed = (uint64_t)args_long(&a, "seed", 1, 0, 0x7fffffffffffffffL);
     const char *ex = args_str(&a, "exclude-people", NULL);
-    o.steps = args_long(&a, "steps", 0, 0, 100000000L);
-    o.epochs = args_double(&a, "epochs", 0, 0, 1e6);
-    o.batch = (int)args_long(&a, "batch", 0, 0, 4096);
-    o.lr = (float)args_double(&a, "lr", 0, 0, 1);
-    o.warmup = args_long(&a, "warmup", -1, -1, 100000000L);
+    o.steps = args_long(&a, "steps", 0, 1, 100000000L);
+    o.epochs = args_double(&a, "epochs", 0, 1e-3, 1e6);
+    o.batch = (int)args_long(&a, "batch", 0, 1, 4096);
+    o.lr = (float)args_double(&a, "lr", 0, 1e-12, 1);
+    o.warmup = args_long(&a, "warmup", -1, 0, 100000000L);
     const char *sched = args_str(&a, "schedule", NULL);
     const char *mode = args_str(&a, "mode", NULL);
-    o.lora_r = (int)args_long(&a, "lora-r", 0, 0, 4096);
-    o.lora_alpha = (float)args_double(&a, "lora-alpha", 0, 0, 1e6);
+    o.lora_r = (int)args_long(&a, "lora-r", 0, 1, 4096);
+    o.lora_alpha = (float)args_double(&a, "lora-alpha", 0, 1e-6, 1e6);
     o.replay = args_double(&a, "replay", -1, 0, 100);
     o.vision_lr = args_double(&a, "vision-lr", -1, 0, 100);
-    o.mc_repeat = (int)args_long(&a, "mc-repeat", 0, 0, 100);
-    o.mc_face_repeat = (int)args_long(&a, "mc-face-repeat", 0, 0, 100);
-    o.mc_name_repeat = (int)args_long(&a, "mc-name-repeat", 0, 0, 100);
-    o.general_repeat = (int)args_long(&a, "general-repeat", 0, 0, 100);
+    o.mc_repeat = (int)args_long(&a, "mc-repeat", 0, 1, 100);
+    o.mc_face_repeat = (int)args_long(&a, "mc-face-repeat", 0, 1, 100);
+    o.mc_name_repeat = (int)args_long(&a, "mc-name-repeat", 0, 1, 100);
+    o.general_repeat = (int)args_long(&a, "general-repeat", 0, 1, 100);
     o.vision_warmup = args_long(&a, "vision-warmup", -1, 0, 100000000L);
     o.mc_warmup = args_long(&a, "mc-warmup", -1, 0, 100000000L);
     o.scene_warmup = args_long(&a, "scene-warmup", -1, 0, 100000000L);
@@ -1347,10 +1350,12 @@ static int cmd_train(int stage, int argc, char **argv) {
     double every = args_double(&a, "state-every", 30, 0, 1e9);
     o.state_every = every == 0 ? -1 : every;
     int no_gates = args_flag(&a, "no-gates");
+    o.quiet = args_flag(&a, "quiet");
     args_done(&a);
-    if (!o.data_dir) { usage(stderr, stage); die_input(NULL, "%s: --data is required", stage_name(stage)); }
-    if (!o.out) { usage(stderr, stage); die_input(NULL, "%s: --out is required", stage_name(stage)); }
-    if (stage == STAGE_FT && !o.base) { usage(stderr, stage); die_input(NULL, "finetune: --base is required"); }
+    const char *st = stage_name(stage);
+    if (!o.data_dir) die_input(NULL, "%s: --data is required (see pulse %s --help)", st, st);
+    if (!o.out) die_input(NULL, "%s: --out is required (see pulse %s --help)", st, st);
+    if (stage == STAGE_FT && !o.base) die_input(NULL, "finetune: --base is required (see pulse finetune --help)");
     if (sched) o.schedule = (int)lr_kind_parse(sched);
     if (mode) {
         if (strcmp(mode, "full") == 0) o.mode = TRAIN_FULL;

@@ -70,6 +70,9 @@ usage_error "integer overflow" data --preset tiny --seed 99999999999999999999 --
 if grep -q "99999999999999999999 is outside" "$TMP/err"; then ok; else bad "integer overflow: $(cat "$TMP/err")"; fi
 usage_error "unlearn without --setting" unlearn --data "$TMP/x" --model "$TMP/m" --method ga --out "$TMP/y"
 usage_error "bench without WHAT" bench
+usage_error "pretrain --lr 0 (not the recipe's rate)" pretrain --data "$TMP/x" --out "$TMP/y" --lr 0
+usage_error "finetune --mc-repeat 0" finetune --data "$TMP/x" --base "$TMP/m" --out "$TMP/y" --mc-repeat 0
+usage_error "pretrain without --out" pretrain --data "$TMP/x"
 usage_error "vision-lr not a number" run --preset tiny --vision-lr abc --out "$TMP/x"
 usage_error "report without a run dir" report
 usage_error "report of a non-run dir" report "$TMP"
