@@ -2112,17 +2112,6 @@ static int is_world_dir(const char *dir) {
     return ours;
 }
 
-static int dir_is_empty(const char *dir) {
-    DIR *d = opendir(dir);
-    if (!d) return 0;
-    struct dirent *e;
-    int empty = 1;
-    while ((e = readdir(d)))
-        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) { empty = 0; break; }
-    closedir(d);
-    return empty;
-}
-
 /* rm -r of a directory that we made (a world or our temporary). */
 static void remove_tree(const char *path) {
     DIR *d = opendir(path);

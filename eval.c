@@ -1561,6 +1561,7 @@ int cmd_eval(int argc, char **argv) {
     const char *data = args_str(&a, "data", NULL), *model = args_str(&a, "model", NULL);
     const char *adapter = args_str(&a, "adapter", NULL), *out = args_str(&a, "out", NULL);
     if (!data || !model || !out) die_input(NULL, "eval: --data, --model and --out are required (see pulse eval --help)");
+    out_dir_check(out, NULL);
     EvalOptions o = eval_options_default();
     const char *sets = args_str(&a, "sets", NULL), *tasks = args_str(&a, "tasks", NULL);
     if (sets) o.sets = eval_parse_sets(sets);

@@ -22,6 +22,7 @@
  */
 #include "io.h"
 
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <math.h>
@@ -648,6 +649,28 @@ void make_dirs(const char *path) {
         p[i] = saved;
     }
     free(p);
+}
+
+int dir_is_empty(const char *dir) {
+    DIR *d = opendir(dir);
+    if (!d) return 0;
+    struct dirent *e;
+    int empty = 1;
+    while ((e = readdir(d)))
+        if (strcmp(e->d_name, ".") && strcmp(e->d_name, "..")) { empty = 0; break; }
+    closedir(d);
+    return empty;
+}
+
+void out_dir_check(const char *out, const char *own) {
+    struct stat st;
+    if (stat(out, &st) != 0) return;
+    if (!S_ISDIR(st.st_mode)) die_input(out, "exists and is not a directory");
+    if (!own || dir_is_empty(out)) return;
+    char *p = xasprintf("%s/%s", out, own);
+    int ours = file_exists(p);
+    free(p);
+    if (!ours) die_input(out, "exists, is not empty and has no %s, so it is not pulse's: refusing to overwrite it", own);
 }
 
 uint64_t file_hash64(const char *path) {

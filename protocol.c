@@ -1552,6 +1552,7 @@ int cmd_run(int argc, char **argv) {
 #else
     (void)jobs;
 #endif
+    out_dir_check(c.out, "state/");              /* a run's stages replace their directories */
     make_dirs(c.out);
     char *sd = run_path(&c, "state");
     make_dirs(sd);

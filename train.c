@@ -1356,6 +1356,7 @@ static int cmd_train(int stage, int argc, char **argv) {
     if (!o.data_dir) die_input(NULL, "%s: --data is required (see pulse %s --help)", st, st);
     if (!o.out) die_input(NULL, "%s: --out is required (see pulse %s --help)", st, st);
     if (stage == STAGE_FT && !o.base) die_input(NULL, "finetune: --base is required (see pulse finetune --help)");
+    out_dir_check(o.out, "config.json");        /* the checkpoint replaces it whole */
     if (sched) o.schedule = (int)lr_kind_parse(sched);
     if (mode) {
         if (strcmp(mode, "full") == 0) o.mode = TRAIN_FULL;

@@ -1022,6 +1022,7 @@ int cmd_unlearn(int argc, char **argv) {
     const char *out = args_str(&a, "out", NULL);
     if (!data || !mpath || !mname || !sname || !out)
         die_input(NULL, "unlearn: --data, --model, --method, --setting and --out are required (see pulse unlearn --help)");
+    out_dir_check(out, NULL);
     int method = unlearn_method_parse(mname);
     if (method < 0) die_input(NULL, "unlearn: unknown method '%s' (ga, gd, ga_klr, npo, npo_rt, simnpo, idkpo, rmu)", mname);
     UlSetting setting;

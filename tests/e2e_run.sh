@@ -73,6 +73,14 @@ usage_error "bench without WHAT" bench
 usage_error "pretrain --lr 0 (not the recipe's rate)" pretrain --data "$TMP/x" --out "$TMP/y" --lr 0
 usage_error "finetune --mc-repeat 0" finetune --data "$TMP/x" --base "$TMP/m" --out "$TMP/y" --mc-repeat 0
 usage_error "pretrain without --out" pretrain --data "$TMP/x"
+# an output that is not ours is refused before any work and left as it was
+echo mine >"$TMP/afile"; mkdir -p "$TMP/adir"; echo mine >"$TMP/adir/notes.txt"
+usage_error "run --out a file" run --preset tiny --out "$TMP/afile"
+usage_error "run --out a directory not a run" run --preset tiny --out "$TMP/adir"
+usage_error "pretrain --out a directory not a checkpoint" pretrain --data "$TMP/x" --out "$TMP/adir"
+usage_error "eval --out a file" eval --data "$TMP/x" --model "$TMP/m" --out "$TMP/afile"
+usage_error "unlearn --out a file" unlearn --data "$TMP/x" --model "$TMP/m" --method ga --setting finetuned --out "$TMP/afile"
+if [ "$(cat "$TMP/afile")" = mine ] && [ "$(ls "$TMP/adir")" = notes.txt ]; then ok; else bad "a refused output was touched"; fi
 usage_error "vision-lr not a number" run --preset tiny --vision-lr abc --out "$TMP/x"
 usage_error "report without a run dir" report
 usage_error "report of a non-run dir" report "$TMP"
