@@ -562,6 +562,7 @@ int cmd_init(int argc, char **argv) {
     args_done(&a);
     args_free(&a);
     if (!cfgpath || !out) die_input(NULL, "init: --config and --out are required (see pulse init --help)");
+    out_dir_check(out, "config.json");          /* ckpt_save replaces it whole */
     Json *j = json_load(cfgpath);
     LlavaConfig c = config_from_json(j, cfgpath);
     json_free(j);

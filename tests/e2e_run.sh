@@ -78,6 +78,7 @@ echo mine >"$TMP/afile"; mkdir -p "$TMP/adir"; echo mine >"$TMP/adir/notes.txt"
 usage_error "run --out a file" run --preset tiny --out "$TMP/afile"
 usage_error "run --out a directory not a run" run --preset tiny --out "$TMP/adir"
 usage_error "pretrain --out a directory not a checkpoint" pretrain --data "$TMP/x" --out "$TMP/adir"
+usage_error "init --out a directory not a checkpoint" init --config "$TMP/x" --out "$TMP/adir"
 usage_error "eval --out a file" eval --data "$TMP/x" --model "$TMP/m" --out "$TMP/afile"
 usage_error "unlearn --out a file" unlearn --data "$TMP/x" --model "$TMP/m" --method ga --setting finetuned --out "$TMP/afile"
 if [ "$(cat "$TMP/afile")" = mine ] && [ "$(ls "$TMP/adir")" = notes.txt ]; then ok; else bad "a refused output was touched"; fi
