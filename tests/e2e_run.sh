@@ -56,31 +56,44 @@ usage_error "unlearn-lr: no rate" run --preset tiny --unlearn-lr ga --out "$TMP/
 usage_error "unlearn-lr: not a number" run --preset tiny --unlearn-lr x1.5e --out "$TMP/x"
 usage_error "unlearn-lr: a rate that is 0 as a float" run --preset tiny --unlearn-lr ga=1e-50 --out "$TMP/x"
 usage_error "mixed-warmup negative" run --preset tiny --mixed-warmup -5 --out "$TMP/x"
+says() { # says "what" "text": the last usage error's line contains text
+    if grep -q -- "$2" "$TMP/err"; then ok; else bad "$1: expected '$2', got: $(cat "$TMP/err")"; fi
+}
 usage_error "a flag twice" run --preset tiny --seed 1 --seed 2 --out "$TMP/x"
-if grep -q -- '--seed given more than once' "$TMP/err"; then ok; else bad "a flag twice: $(cat "$TMP/err")"; fi
+says "a flag twice" "--seed given more than once"
 usage_error "a flag twice (pretrain)" pretrain --data "$TMP/x" --out "$TMP/y" --vision-lr 0.1 --vision-lr 1
+says "a flag twice (pretrain)" "--vision-lr given more than once"
 # an empty value (an empty --out once put a whole run at the file system's root; the
 # unknown preset stops these two early should the check ever go)
 usage_error "empty --out (run)" run --preset huge --out ""
-if grep -q -- '--out: empty value' "$TMP/err"; then ok; else bad "empty --out: $(cat "$TMP/err")"; fi
+says "empty --out (run)" "--out: empty value"
 usage_error "empty --out (data)" data --preset huge --out ""
-if grep -q -- '--out: empty value' "$TMP/err"; then ok; else bad "empty --out (data): $(cat "$TMP/err")"; fi
+says "empty --out (data)" "--out: empty value"
 usage_error "empty --data (eval)" eval --data "" --model "$TMP/m" --out "$TMP/y"
+says "empty --data (eval)" "--data: empty value"
 usage_error "integer overflow" data --preset tiny --seed 99999999999999999999 --out "$TMP/x"
-if grep -q "99999999999999999999 is outside" "$TMP/err"; then ok; else bad "integer overflow: $(cat "$TMP/err")"; fi
+says "integer overflow" "99999999999999999999 is outside"
 usage_error "unlearn without --setting" unlearn --data "$TMP/x" --model "$TMP/m" --method ga --out "$TMP/y"
 usage_error "bench without WHAT" bench
 usage_error "pretrain --lr 0 (not the recipe's rate)" pretrain --data "$TMP/x" --out "$TMP/y" --lr 0
+says "pretrain --lr 0" "--lr: 0 is outside"
 usage_error "finetune --mc-repeat 0" finetune --data "$TMP/x" --base "$TMP/m" --out "$TMP/y" --mc-repeat 0
+says "finetune --mc-repeat 0" "--mc-repeat: 0 is outside"
 usage_error "pretrain without --out" pretrain --data "$TMP/x"
 # an output that is not ours is refused before any work and left as it was
 echo mine >"$TMP/afile"; mkdir -p "$TMP/adir"; echo mine >"$TMP/adir/notes.txt"
 usage_error "run --out a file" run --preset tiny --out "$TMP/afile"
+says "run --out a file" "afile: exists and is not a directory"
 usage_error "run --out a directory not a run" run --preset tiny --out "$TMP/adir"
+says "run --out a directory not a run" "adir: exists, is not empty"
 usage_error "pretrain --out a directory not a checkpoint" pretrain --data "$TMP/x" --out "$TMP/adir"
+says "pretrain --out a directory not a checkpoint" "adir: exists, is not empty"
 usage_error "init --out a directory not a checkpoint" init --config "$TMP/x" --out "$TMP/adir"
+says "init --out a directory not a checkpoint" "adir: exists, is not empty"
 usage_error "eval --out a file" eval --data "$TMP/x" --model "$TMP/m" --out "$TMP/afile"
+says "eval --out a file" "afile: exists and is not a directory"
 usage_error "unlearn --out a file" unlearn --data "$TMP/x" --model "$TMP/m" --method ga --setting finetuned --out "$TMP/afile"
+says "unlearn --out a file" "afile: exists and is not a directory"
 if [ "$(cat "$TMP/afile")" = mine ] && [ "$(ls "$TMP/adir")" = notes.txt ]; then ok; else bad "a refused output was touched"; fi
 usage_error "vision-lr not a number" run --preset tiny --vision-lr abc --out "$TMP/x"
 usage_error "report without a run dir" report
