@@ -3003,7 +3003,7 @@ const Split *world_split(const World *w, const char *name) {
 }
 
 int *world_parse_people(const World *w, const char *spec, const char *what, int *n) {
-    int cap = 16, k = 0;
+    int cap = 16, k = 0, named = 0;
     int *out = xmalloc((size_t)cap * sizeof *out);
     char *copy = xstrdup(spec), *save = NULL;
     for (char *t = strtok_r(copy, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
@@ -3011,6 +3011,7 @@ int *world_parse_people(const World *w, const char *spec, const char *what, int 
         size_t len = strlen(t);
         while (len && t[len - 1] == ' ') t[--len] = 0;
         if (!*t) continue;
+        named++;
         char *end;
         long id = strtol(t, &end, 10);
         const Split *sp = NULL;
@@ -3027,6 +3028,7 @@ int *world_parse_people(const World *w, const char *spec, const char *what, int 
         }
     }
     free(copy);
+    if (!named) die_input(NULL, "%s: '%s' names nobody", what, spec);
     qsort(out, (size_t)k, sizeof *out, cmp_int);
     int u = 0;
     for (int i = 0; i < k; i++)

@@ -215,6 +215,9 @@ check "no claims left behind" test ! -e "$RUN/state/claims"
 cp "$RUN/report.md" "$TMP/report1.md"
 "$P" report "$RUN" --quiet >/dev/null 2>&1 && ok || bad "pulse report RUN_DIR"
 check "pulse report rewrites the same report.md" cmp "$TMP/report1.md" "$RUN/report.md"
+# a people list that names nobody is refused (it used to select nobody, silently)
+usage_error "eval --forget ','" eval --data "$RUN/data" --model "$RUN/base_ft" --out "$TMP/ev" --forget ", "
+says "eval --forget ','" "names nobody"
 
 # --- 8. --unlearn-lr: only the cells at other rates are redone -------------------------
 # on a copy: GA at a given rate, NPO at twice its default; nothing is trained again
