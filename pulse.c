@@ -60,7 +60,12 @@ static const Bench benches[] = {
 
 static int cmd_bench(int argc, char **argv) {
     int nb = (int)(sizeof benches / sizeof benches[0]);
-    if (argc < 1) die_input(NULL, "bench: no WHAT given (kernels, train, eval; see pulse bench --help)");
+    if (argc < 1) {
+        char names[128] = "";
+        for (int i = 0; i < nb; i++)
+            snprintf(names + strlen(names), sizeof names - strlen(names), "%s%s", i ? ", " : "", benches[i].name);
+        die_input(NULL, "bench: no WHAT given (%s; see pulse bench --help)", names);
+    }
     if (strcmp(argv[0], "--help") == 0 || strcmp(argv[0], "-h") == 0) {
         printf("usage: pulse bench WHAT [options]   WHAT is one of:");
         for (int i = 0; i < nb; i++) printf(" %s", benches[i].name);
