@@ -220,7 +220,7 @@ static float run_lr(const Ctx *c, UlMethod m) {
 /* ============================================================================
  * The pool: with --procs N > 1, the driver trains base_pt and ranks the celebrities,
  * then starts N - 1 copies of itself; every process walks the same list of units
- * (base_ft, the oracles, the gates, every cell, each sequential chain as one unit) in
+ * (oracle_pt, base_ft, oracle_ft, the gates, every cell, each sequential chain as one unit) in
  * the same order, again and again, and computes a unit when its inputs are done and it
  * wins the unit's claim: a file RUN/state/claims/<unit> created with O_EXCL, holding the
  * claimant's pid. A process with nothing ready waits 0.1 s and walks again; it leaves
@@ -499,9 +499,12 @@ static uint64_t stage_train(Ctx *c, const char *name, int stage, const char *bas
         char *data = run_path(c, "data"), *base_dir = base ? run_path(c, base) : NULL;
         o.data_dir = data; o.world = c->w; o.base = base_dir; o.out = dir; o.seed = c->seed;
         o.exclude = exclude; o.n_exclude = n_exclude; o.quiet = c->quiet;
+        /* base_pt and oracle_pt run the same vision warm-up: the second reads the first's */
+        char *vcache = stage == STAGE_PT && !base ? run_path(c, "state/vision_warmup.state") : NULL;
+        o.vision_cache = vcache;
         double t0 = now_seconds();
         int rc = train_run(&o);
-        free(data); free(base_dir);
+        free(data); free(base_dir); free(vcache);
         if (rc == 3) { say(c, "%s: stopped by PULSE_TRAIN_STOP_AFTER (state saved)", name); c->stopped = 1; goto out; }
         if (rc != 0) die_internal("%s: training failed (status %d)", name, rc);
         double s = now_seconds() - t0;
@@ -1473,11 +1476,13 @@ static void run_cells(Ctx *c) {
 static void pool_pass(Ctx *c) {
     c->pool_left = c->pool_avail = c->pool_ran = 0;
     list_free(&c->seen);
-    c->h_ft = stage_train(c, "base_ft", STAGE_FT, "base_pt", c->h_pt, NULL, 0);
+    /* oracle_pt first: pre-training from scratch is the longest unit by far (1,446 s of a
+     * 2,822 s run when it came third, the other process idle for its last 1,091 s) */
+    if (need_pt(c))
+        c->h_opt = stage_train(c, "oracle_pt", STAGE_PT, NULL, c->h_celebs, c->cforget, c->n_cforget);
+    if (!c->stopped) c->h_ft = stage_train(c, "base_ft", STAGE_FT, "base_pt", c->h_pt, NULL, 0);
     if (need_ft(c) && !c->stopped)
         c->h_oft = stage_train(c, "oracle_ft", STAGE_FT, "base_pt", c->h_pt, c->forget10, c->n_forget10);
-    if (need_pt(c) && !c->stopped)
-        c->h_opt = stage_train(c, "oracle_pt", STAGE_PT, NULL, c->h_celebs, c->cforget, c->n_cforget);
     if (c->stopped) return;
     if (!c->ft && list_has(&c->pool_done, "base_ft")) c->ft = load_ckpt(c, "base_ft");
     reference_cells(c);

@@ -53,6 +53,7 @@
 #define CURVE_MAX 200               /* loss-curve points kept for training.json */
 #define PIX (3 * DATA_IMAGE_SIZE * DATA_IMAGE_SIZE)
 #define STATE_MAGIC "PULSEST1"
+#define VISION_CACHE_TAG "pulse vision warm-up 1"   /* bump when the warm-up changes */
 
 /* ============================================================================
  * Recipes. Reasoning and measurements in docs/training.md. Learning rate ~1e-3 with a
@@ -983,13 +984,31 @@ int train_run(const TrainOpts *o) {
     long resumed_at = resumed ? st.step : 0;
     double warm_secs = NAN;
     if (!resumed && r->vision_warmup > 0) {
-        double tw = now_seconds();
-        double wl = train_vision_warmup(m, w, r->vision_warmup, o->seed, NULL);
-        model_set_train(m, r->mode, NULL);
-        if (!isnan(wl)) warm_secs = now_seconds() - tw;
-        if (!o->quiet && !isnan(wl))
-            fprintf(stderr, "%s: vision warm-up: %ld steps in %.1f s, final loss %.3f\n", stage_name(o->stage),
-                    r->vision_warmup, warm_secs, wl);
+        /* the warm-up's result depends on the initial weights, the world (every pre-training
+         * image, whoever is excluded), the seed and the steps: nothing else */
+        uint64_t vfp = hash64(VISION_CACHE_TAG, sizeof VISION_CACHE_TAG - 1, HASH64_INIT);
+        vfp = hash64(m->w, m->n_floats * sizeof(float), vfp);
+        vfp = hash64(&w->fingerprint, sizeof w->fingerprint, vfp);
+        vfp = hash64(&o->seed, sizeof o->seed, vfp);
+        vfp = hash64(&r->vision_warmup, sizeof r->vision_warmup, vfp);
+        State vs;
+        memset(&vs, 0, sizeof vs);
+        if (o->vision_cache && state_load(o->vision_cache, vfp, m, &vs)) {
+            model_reset_optimizer(m);           /* as the warm-up leaves it */
+            model_set_train(m, r->mode, NULL);
+            if (!o->quiet)
+                fprintf(stderr, "%s: vision warm-up: %ld steps, read from %s\n", stage_name(o->stage),
+                        r->vision_warmup, o->vision_cache);
+        } else {
+            double tw = now_seconds();
+            double wl = train_vision_warmup(m, w, r->vision_warmup, o->seed, NULL);
+            model_set_train(m, r->mode, NULL);
+            if (!isnan(wl)) warm_secs = now_seconds() - tw;
+            if (!o->quiet && !isnan(wl))
+                fprintf(stderr, "%s: vision warm-up: %ld steps in %.1f s, final loss %.3f\n", stage_name(o->stage),
+                        r->vision_warmup, warm_secs, wl);
+            if (o->vision_cache && !isnan(wl)) state_save(o->vision_cache, vfp, m, &vs);
+        }
     }
     double mcw_secs = NAN, scw_secs = NAN, mixw_secs = NAN;
     if (!resumed && r->mixed_warmup > 0) {

@@ -139,6 +139,11 @@ typedef struct TrainOpts {
     int mc_name_repeat;         /* 0: recipe */
     long scene_warmup;          /* -1: recipe */
     long mixed_warmup;          /* -1: recipe */
+    /* Pre-training from scratch: a file holding the weights after the vision warm-up, read
+     * instead of running it when it was written for the same initial weights, world, seed
+     * and steps, written otherwise (NULL: none). The warm-up ignores the excluded people,
+     * so `pulse run`'s oracle_pt reads what base_pt wrote: the same bytes, ~100 s less. */
+    const char *vision_cache;
     /* Behaviour */
     double state_every;         /* seconds between saved training states (0: 30 s; < 0: never) */
     long stop_after;            /* test hook: save the state and return 3 after this many

@@ -535,6 +535,47 @@ int main(void) {
              "mixed warm-up lr: ramp, then constant at %g", (double)train_mixw_lr(100, 100));
     }
 
+    /* 9. The vision warm-up's cache (pulse run: base_pt writes it, oracle_pt reads it): a
+     * run that reads it, with other people excluded, gives the bytes of the run that
+     * computes the warm-up itself; a cache written for another seed is not read. */
+    {
+        long n_vw = sanitized ? 3 : 20;
+        char *cache = tpath("vision.cache"), *va = tpath("vca"), *vb = tpath("vcb"), *vc = tpath("vcc");
+        const Split *cs = world_split(w, "celebrity");
+        TrainOpts ov = small_opts(w, STAGE_PT, va, 2);
+        ov.vision_warmup = n_vw;
+        ov.vision_cache = cache;
+        TEST(train_run(&ov) == 0 && file_exists(cache), "pretrain with a vision warm-up writes the cache");
+        size_t n0;
+        char *c0 = read_file(cache, &n0);
+        ov.out = vb;                                    /* reads it, without half the celebrities */
+        ov.exclude = cs->people;
+        ov.n_exclude = cs->n / 2;
+        TEST(train_run(&ov) == 0, "pretrain reading the cache runs");
+        ov.out = vc;                                    /* the same, computing the warm-up */
+        ov.vision_cache = NULL;
+        TEST(train_run(&ov) == 0, "pretrain without the cache runs");
+        TEST(same_ckpt(vb, vc), "read from the cache or computed: the same bytes");
+        TEST(json_num(vb, "training.json", "vision_warmup_seconds") < 0 &&
+             json_num(vc, "training.json", "vision_warmup_seconds") >= 0,
+             "the warm-up's time is recorded only where it ran");
+        /* another seed: the cache is not read, but replaced */
+        ov.seed = 8;
+        ov.out = vb;
+        ov.vision_cache = cache;
+        remove_tree(vb);
+        TEST(train_run(&ov) == 0, "another seed with the cache runs");
+        ov.out = vc;
+        ov.vision_cache = NULL;
+        remove_tree(vc);
+        TEST(train_run(&ov) == 0 && same_ckpt(vb, vc), "another seed does not read the first seed's cache");
+        size_t n1;
+        char *c1 = read_file(cache, &n1);
+        TEST(n0 == n1 && memcmp(c0, c1, n0) != 0, "and rewrites it for its own");
+        free(c0); free(c1);
+        free(cache); free(va); free(vb); free(vc);
+    }
+
     free(seen.item_seen);
     world_free(w);
     remove_tree(tmpdir);
