@@ -371,7 +371,15 @@ static long feed_step(Feed *f, Stream *s, const Tokenizer *tok, int n_patches, l
 /* ============================================================================
  * Training state (OUT.state): one binary file, written atomically. */
 
+/* Where a run from scratch is: its warm-ups in this order, then the main loop. */
+enum { PH_VISION, PH_MIXED, PH_MCW, PH_SCENE, PH_MAIN };
+
 typedef struct State {
+    int phase;                  /* PH_*: the part in progress (PH_MAIN: the main loop) */
+    long phase_step;            /* steps done in that warm-up */
+    double phase_tail;          /* its loss summed over its last LOSS_RING steps so far, and how many */
+    int phase_ntail;
+    double warm_secs[PH_MAIN];  /* each warm-up's time, all sessions (NAN: it did not run) */
     long step;                  /* steps done */
     long tokens;                /* tokens trained so far */
     double seconds;             /* training time so far (all sessions) */
@@ -590,22 +598,17 @@ static Json *provenance_extra(const TrainOpts *o, const World *w, const Plan *p,
 
 /* OUT/training.json: what changes from run to run (time, threads) and the loss curve. */
 static void write_training_log(const char *out, const Plan *p, const State *st, double final_loss,
-                               long resumed_at, double warmup_seconds, double mc_warmup_seconds,
-                               double scene_warmup_seconds, double mixed_warmup_seconds) {
+                               long resumed_at) {
+    static const char *const key[PH_MAIN] = {"vision_warmup_seconds", "mixed_warmup_seconds", "mc_warmup_seconds",
+                                             "scene_warmup_seconds"};
     Json *j = json_new_object();
     json_set(j, "steps", json_new_number((double)p->steps));
     json_set(j, "tokens", json_new_number((double)st->tokens));
     json_set(j, "seconds", json_new_number(round(st->seconds * 1000.0) / 1000.0));
-    /* the vision warm-up's, before the main loop's `seconds` (absent when it did not run in
-     * this session: none in the recipe, or an earlier session ran it) */
-    if (!isnan(warmup_seconds))
-        json_set(j, "vision_warmup_seconds", json_new_number(round(warmup_seconds * 1000.0) / 1000.0));
-    if (!isnan(mc_warmup_seconds))
-        json_set(j, "mc_warmup_seconds", json_new_number(round(mc_warmup_seconds * 1000.0) / 1000.0));
-    if (!isnan(scene_warmup_seconds))
-        json_set(j, "scene_warmup_seconds", json_new_number(round(scene_warmup_seconds * 1000.0) / 1000.0));
-    if (!isnan(mixed_warmup_seconds))
-        json_set(j, "mixed_warmup_seconds", json_new_number(round(mixed_warmup_seconds * 1000.0) / 1000.0));
+    /* the warm-ups', before the main loop's `seconds`, over every session (absent when one
+     * did not run: none in the recipe, or the vision warm-up read from a cache) */
+    for (int k = 0; k < PH_MAIN; k++)
+        if (!isnan(st->warm_secs[k])) json_set(j, key[k], json_new_number(round(st->warm_secs[k] * 1000.0) / 1000.0));
     json_set(j, "tokens_per_second", json_new_number(round(st->tokens / (st->seconds > 0 ? st->seconds : 1))));
     json_set(j, "threads", json_new_number(kern_threads()));
     json_set(j, "simd", json_new_string(kern_simd_name()));
@@ -872,9 +875,21 @@ typedef struct Phase {
     unsigned mix;               /* 0: none */
 } Phase;
 
-static double train_phase(Model *m, const World *w, const Tokenizer *tok, const TrainOpts *o, const Recipe *r,
-                          const Phase *ph) {
-    double t0 = now_seconds();
+/* Where a warm-up saves its state (every `every` seconds, > 0) and how many more steps
+ * the test hook lets it take in this session (*budget; -1: no limit; it reaches 0 at the
+ * stop). */
+typedef struct PhaseSave {
+    const char *path;
+    uint64_t fp;
+    double every;
+    long *budget;
+} PhaseSave;
+
+/* Runs warm-up ph from st->phase_step (a resumed state) to its end, saving the state on
+ * the way. Returns 1 when the test hook stopped it (state saved), 0 when it finished. */
+static int train_phase(Model *m, const World *w, const Tokenizer *tok, const TrainOpts *o, const Recipe *r,
+                       const Phase *ph, State *st, const PhaseSave *sv) {
+    double t0 = now_seconds(), t_saved = t0, sec0 = isnan(st->warm_secs[st->phase]) ? 0.0 : st->warm_secs[st->phase];
     Stream s;
     Recipe wr = *r;             /* every MC item mc_repeat times, as measured */
     wr.mc_face_repeat = wr.mc_name_repeat = 0;
@@ -893,30 +908,40 @@ static double train_phase(Model *m, const World *w, const Tokenizer *tok, const 
     AdamW opt = adamw_default();
     opt.weight_decay = r->weight_decay;
     opt.vision_lr_scale = r->vision_lr;
-    double tail = 0.0;
-    int n_tail = 0;
     Progress pr;
     if (!o->quiet) progress_start(&pr, ph->label, ph->steps);
-    for (long step = 0; step < ph->steps; step++) {
+    int stopped = 0;
+    for (long step = st->phase_step; step < ph->steps; step++) {
         int second = ph->mix && (step & 1);
         Feed *fs = second ? &f2 : &f;
         feed_step(fs, second ? &s2 : &s, tok, m->n_patches, ph->mix ? step / 2 : step);
         if (o->on_batch) o->on_batch(o->ctx, -1 - (ph->step0 + step), fs->items, r->batch);
         float loss = train_step(m, &tp, &fs->bt, &opt, r->clip, ph->lr(step, r->warmup), ph->label, step);
-        if (step >= ph->steps - LOSS_RING) { tail += loss; n_tail++; }
+        if (step >= ph->steps - LOSS_RING) { st->phase_tail += loss; st->phase_ntail++; }
+        st->phase_step = step + 1;
+        double now = now_seconds();
+        st->warm_secs[st->phase] = sec0 + (now - t0);
         if (!o->quiet) {
             char extra[32];
             snprintf(extra, sizeof extra, "loss %.3f", loss);
             progress_update(&pr, step + 1, extra);
         }
+        /* as the main loop: every `every` seconds and at a test-hook stop, never after the
+         * last step (the caller saves the state of the next part) */
+        int stop = *sv->budget > 0 && --*sv->budget == 0 && step + 1 < ph->steps;
+        if (step + 1 < ph->steps && (stop || (sv->every > 0 && now - t_saved >= sv->every))) {
+            state_save(sv->path, sv->fp, m, st);
+            t_saved = now;
+        }
+        if (stop) { stopped = 1; break; }
     }
-    double final = n_tail ? tail / n_tail : NAN;
+    double final = st->phase_ntail ? st->phase_tail / st->phase_ntail : NAN;
     if (!o->quiet) {
         char extra[32];
-        snprintf(extra, sizeof extra, "final loss %.3f", final);
+        snprintf(extra, sizeof extra, stopped ? "stopped" : "final loss %.3f", final);
         progress_end(&pr, extra);
     }
-    model_reset_optimizer(m);
+    if (!stopped) model_reset_optimizer(m);
     model_set_train(m, r->mode, NULL);
     if (ph->mix) {
         feed_free(&f2);
@@ -925,7 +950,7 @@ static double train_phase(Model *m, const World *w, const Tokenizer *tok, const 
     tape_free(&tp);
     feed_free(&f);
     stream_free(&s);
-    return now_seconds() - t0;
+    return stopped;
 }
 
 int train_run(const TrainOpts *o) {
@@ -982,8 +1007,13 @@ int train_run(const TrainOpts *o) {
     memset(&st, 0, sizeof st);
     int resumed = state_load(state_path, fp, m, &st);
     long resumed_at = resumed ? st.step : 0;
-    double warm_secs = NAN;
-    if (!resumed && r->vision_warmup > 0) {
+    if (!resumed)
+        for (int k = 0; k < PH_MAIN; k++) st.warm_secs[k] = NAN;
+    double every = o->state_every == 0 ? 30.0 : o->state_every;
+    /* The warm-ups (pre-training from scratch; none in the recipe: straight to the main
+     * loop). Each saves the state as the main loop does, and the state of the next part
+     * when it ends: a run killed in one resumes there, with the same bytes. */
+    if (st.phase == PH_VISION && r->vision_warmup > 0) {
         /* the warm-up's result depends on the initial weights, the world (every pre-training
          * image, whoever is excluded), the seed and the steps: nothing else */
         uint64_t vfp = hash64(VISION_CACHE_TAG, sizeof VISION_CACHE_TAG - 1, HASH64_INIT);
@@ -1003,34 +1033,47 @@ int train_run(const TrainOpts *o) {
             double tw = now_seconds();
             double wl = train_vision_warmup(m, w, r->vision_warmup, o->seed, NULL);
             model_set_train(m, r->mode, NULL);
-            if (!isnan(wl)) warm_secs = now_seconds() - tw;
+            if (!isnan(wl)) st.warm_secs[PH_VISION] = now_seconds() - tw;
             if (!o->quiet && !isnan(wl))
                 fprintf(stderr, "%s: vision warm-up: %ld steps in %.1f s, final loss %.3f\n", stage_name(o->stage),
-                        r->vision_warmup, warm_secs, wl);
+                        r->vision_warmup, st.warm_secs[PH_VISION], wl);
             if (o->vision_cache && !isnan(wl)) state_save(o->vision_cache, vfp, m, &vs);
         }
+        st.phase = PH_MIXED;
+        if (every > 0) state_save(state_path, fp, m, &st);
     }
-    double mcw_secs = NAN, scw_secs = NAN, mixw_secs = NAN;
-    if (!resumed && r->mixed_warmup > 0) {
-        /* the scene warm-up's salt (the runs of docs/training.md were made with it) */
-        Phase ph = {"pretrain: mixed warm-up", SCW_FORMATS, MOD_IMAGE, 0x73637761726dULL /* "scwarm" */,
-                    r->mixed_warmup, 0, train_mixw_lr, MCW_FORMATS};
-        mixw_secs = train_phase(m, w, tok, o, r, &ph);
-    }
-    if (!resumed && r->mc_warmup > 0) {
-        Phase ph = {"pretrain: multiple-choice warm-up", MCW_FORMATS, MOD_TEXT, 0x6d6377726d7570ULL /* "mcwrmup" */,
-                    r->mc_warmup, r->mixed_warmup, train_mcw_lr, 0};
-        mcw_secs = train_phase(m, w, tok, o, r, &ph);
-    }
-    if (!resumed && r->scene_warmup > 0) {
-        Phase ph = {"pretrain: scene warm-up", SCW_FORMATS, MOD_IMAGE, 0x73637761726dULL /* "scwarm" */,
-                    r->scene_warmup, r->mixed_warmup + r->mc_warmup, train_mcw_lr, 0};
-        scw_secs = train_phase(m, w, tok, o, r, &ph);
+    long budget = o->stop_warmup > 0 ? o->stop_warmup : -1;
+    PhaseSave sv = {state_path, fp, every, &budget};
+    /* the mixed warm-up uses the scene warm-up's salt (the runs of docs/training.md were
+     * made with it); each one's batches are recorded after the earlier ones' (step0) */
+    const Phase phases[PH_MAIN] = {
+        [PH_MIXED] = {"pretrain: mixed warm-up", SCW_FORMATS, MOD_IMAGE, 0x73637761726dULL /* "scwarm" */,
+                      r->mixed_warmup, 0, train_mixw_lr, MCW_FORMATS},
+        [PH_MCW] = {"pretrain: multiple-choice warm-up", MCW_FORMATS, MOD_TEXT, 0x6d6377726d7570ULL /* "mcwrmup" */,
+                    r->mc_warmup, r->mixed_warmup, train_mcw_lr, 0},
+        [PH_SCENE] = {"pretrain: scene warm-up", SCW_FORMATS, MOD_IMAGE, 0x73637761726dULL /* "scwarm" */,
+                      r->scene_warmup, r->mixed_warmup + r->mc_warmup, train_mcw_lr, 0},
+    };
+    int stopped = 0;
+    if (st.phase < PH_MIXED) st.phase = PH_MIXED;
+    for (; st.phase < PH_MAIN && !stopped; ) {
+        const Phase *ph = &phases[st.phase];
+        if (ph->steps > 0) {
+            if (resumed && st.phase_step > 0 && !o->quiet)
+                fprintf(stderr, "%s: resuming at step %ld of %ld\n", ph->label, st.phase_step, ph->steps);
+            stopped = train_phase(m, w, tok, o, r, ph, &st, &sv);
+            if (stopped) break;
+        }
+        st.phase++;
+        st.phase_step = 0;
+        st.phase_tail = 0.0;
+        st.phase_ntail = 0;
+        stopped = budget == 0;                  /* the test hook's last step ended this warm-up */
+        if (ph->steps > 0 && (every > 0 || stopped)) state_save(state_path, fp, m, &st);
     }
     long stop_after = o->stop_after;
     const char *env = getenv("PULSE_TRAIN_STOP_AFTER");
     if (env && *env) stop_after = atol(env);
-    double every = o->state_every == 0 ? 30.0 : o->state_every;
 
     /* Buffers: batch, pixels, tape. */
     Feed f;
@@ -1038,23 +1081,24 @@ int train_run(const TrainOpts *o) {
     Tape tp;
     tape_init(&tp, (size_t)64 << 20);
 
-    if (!o->quiet) {
+    int quiet = o->quiet || stopped;            /* stopped in a warm-up: no main loop */
+    if (!quiet) {
         fprintf(stderr, "%s: %d items (%d presentations an epoch), %ld steps of %d, lr %g %s, warm-up %ld, %s, "
                 "%zu trainable parameters%s\n",
                 stage_name(o->stage), s.n_items, s.n_pres, p.steps, r->batch, (double)r->lr,
                 sched_name(r->schedule), r->warmup, r->mode == TRAIN_LORA ? "LoRA" : "full",
                 model_num_trainable(m), resumed ? " (resumed)" : "");
-        if (resumed) fprintf(stderr, "%s: resuming at step %ld of %ld\n", stage_name(o->stage), st.step, p.steps);
+        if (resumed && st.step > 0)
+            fprintf(stderr, "%s: resuming at step %ld of %ld\n", stage_name(o->stage), st.step, p.steps);
     }
     Progress pr;
-    if (!o->quiet) progress_start(&pr, stage_name(o->stage), p.steps);
+    if (!quiet) progress_start(&pr, stage_name(o->stage), p.steps);
     double t0 = now_seconds(), t_saved = t0, sec0 = st.seconds;
     double curve_sum = 0.0;
     int curve_n = 0;
     long curve_every = p.steps / CURVE_MAX + 1;
-    int stopped = 0;
     long session_tokens = 0;    /* tokens of this session (padding share) */
-    for (long step = st.step; step < p.steps; step++) {
+    for (long step = st.step; !stopped && step < p.steps; step++) {
         long tokens = feed_step(&f, &s, tok, m->n_patches, step);
         if (o->on_batch) o->on_batch(o->ctx, step, f.items, r->batch);
         float lr = lr_schedule(r->schedule, step, p.steps, r->warmup, r->lr);
@@ -1078,7 +1122,7 @@ int train_run(const TrainOpts *o) {
         }
         double now = now_seconds();
         st.seconds = sec0 + (now - t0);
-        if (!o->quiet) {
+        if (!quiet) {
             char extra[64];
             snprintf(extra, sizeof extra, "loss %.3f lr %.2e", loss, lr);
             progress_update(&pr, st.step, extra);
@@ -1098,14 +1142,18 @@ int train_run(const TrainOpts *o) {
     double final_loss = 0.0;
     for (int i = 0; i < nr; i++) final_loss += st.ring[i];
     final_loss /= nr;
-    if (!o->quiet) {
+    if (!quiet) {
         char extra[64];
         snprintf(extra, sizeof extra, "loss %.3f", final_loss);
         progress_end(&pr, extra);
     }
     int rc = 0;
     if (stopped) {
-        if (!o->quiet) fprintf(stderr, "%s: stopped after step %ld, state in %s\n", stage_name(o->stage), st.step, state_path);
+        if (!o->quiet && st.phase < PH_MAIN)
+            fprintf(stderr, "%s: stopped at step %ld of the %s, state in %s\n", stage_name(o->stage), st.phase_step,
+                    phases[st.phase].label + strlen("pretrain: "), state_path);
+        else if (!o->quiet)
+            fprintf(stderr, "%s: stopped after step %ld, state in %s\n", stage_name(o->stage), st.step, state_path);
         rc = 3;
     } else {
         /* LoRA: merge (PEFT merge_and_unload), so that base_ft is a plain checkpoint. */
@@ -1115,7 +1163,7 @@ int train_run(const TrainOpts *o) {
         snprintf(fph, sizeof fph, "%016llx", (unsigned long long)w->fingerprint);
         Provenance pv = {stage_name(o->stage), p.preset, o->seed, fph, p.steps};
         save_checkpoint(o->out, m, tok, &pv, provenance_extra(o, w, &p, &st, final_loss, base_hash));
-        write_training_log(o->out, &p, &st, final_loss, resumed_at, warm_secs, mcw_secs, scw_secs, mixw_secs);
+        write_training_log(o->out, &p, &st, final_loss, resumed_at);
         if (file_exists(state_path)) unlink(state_path);
         if (!o->quiet)
             fprintf(stderr, "%s: %ld steps, %ld tokens in %.1f s (%.0f tokens/s, %d threads, %.0f%% of positions "

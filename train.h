@@ -148,6 +148,10 @@ typedef struct TrainOpts {
     double state_every;         /* seconds between saved training states (0: 30 s; < 0: never) */
     long stop_after;            /* test hook: save the state and return 3 after this many
                                    steps (0: off; env PULSE_TRAIN_STOP_AFTER sets it too) */
+    long stop_warmup;           /* test hook: the same after this many steps of the warm-ups
+                                   after the vision one (mixed, multiple-choice, scene: one
+                                   count; 0: off); a stop on a warm-up's last step saves
+                                   the state of the next part */
     int quiet;                  /* no progress bar or summary lines */
     /* Test hook: called with the items of every batch before its step (may be NULL); the
      * warm-ups' batches come first (multiple-choice, then scene), as steps -1, -2, ... */

@@ -522,6 +522,27 @@ int main(void) {
         omp_set_num_threads(nth);
         TEST(same_ckpt(mw, mw2), "warm-up + training: the same bytes on 1 and 2 threads");
 #endif
+        /* killed in a warm-up (the test hook: after k of its steps, mixed + MC + scene
+         * counted together), it resumes there with the same bytes: inside the mixed one,
+         * on its last step (the state of the next), inside the multiple-choice one */
+        {
+            const long at[3] = {2, n_mix, n_mix + n_mcw / 2};
+            char *ws3 = tpath("mcw3"), *st3 = xasprintf("%s.state", ws3);
+            om.on_batch = NULL;
+            om.out = ws3;
+            for (int k = 0; k < 3; k++) {
+                om.stop_warmup = at[k];
+                int rc = train_run(&om);
+                TEST(rc == 3 && file_exists(st3) && !dir_exists(ws3), "stopped after warm-up step %ld (state saved)", at[k]);
+                om.stop_warmup = 0;
+                TEST(train_run(&om) == 0 && same_ckpt(mw, ws3), "resumed from warm-up step %ld: the same bytes", at[k]);
+                TEST(json_num(ws3, "training.json", "mixed_warmup_seconds") >= 0 &&
+                     json_num(ws3, "training.json", "mc_warmup_seconds") >= 0, "and the warm-ups' times recorded");
+                TEST(!file_exists(st3), "state removed when done");
+                remove_tree(ws3);
+            }
+            free(ws3); free(st3);
+        }
         free(mw); free(mw2);
 
         /* its learning rate: the recipe's ramp, then constant to the end (no decay) */
