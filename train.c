@@ -22,6 +22,8 @@
  *   blocks, step, the recent losses) goes atomically to OUT.state, one binary file tagged
  *   with a fingerprint of everything that determines the run. A restart with the same
  *   arguments continues from it; a mismatching state is ignored. Removed when done.
+ *   Pre-training's warm-ups save it too (which part, its step, its loss tail), so a run
+ *   killed in one resumes inside it.
  * - Output: a checkpoint directory in the HF layout, written as OUT.tmp and renamed:
  *   config.json with a "pulse" provenance object (stage, preset, seed, data fingerprint,
  *   recipe, steps, tokens, final loss), model.safetensors, tokenizer.json,
