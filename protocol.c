@@ -25,8 +25,8 @@
  *   procs - 1 copies of itself (`--cell-part K/N`, internal). The units (base_ft, the
  *   two oracles, the reference evaluations, the gates, every cell, each sequential chain)
  *   are taken by whichever process claims them first once their inputs are done, so
- *   base_ft, oracle_ft and oracle_pt train at the same time and the cells start as soon
- *   as their base model and oracle are there. Units are independent and thread-count
+ *   oracle_pt (first: the longest unit), base_ft and oracle_ft train at the same time and
+ *   the cells start as soon as their base model and oracle are there. Units are independent and thread-count
  *   invariant, so no number depends on the number of processes or on who computed what;
  *   the driver's final serial pass finds every unit done (and computes any a failed copy
  *   left).

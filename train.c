@@ -451,6 +451,7 @@ static int state_load(const char *path, uint64_t fp, Model *m, State *st) {
     memcpy(&fnf, p + o, sizeof fnf); o += sizeof fnf;
     memcpy(&fnl, p + o, sizeof fnl); o += sizeof fnl;
     if (fnf != nf || fnl != nl || n != need) { free(p); return 0; }
+    if (s.phase < PH_VISION || s.phase > PH_MAIN || s.phase_step < 0 || s.step < 0) { free(p); return 0; }
     *st = s;
     /* Restore the optimizer exactly: step count (bias correction), m and v. */
     m->opt_step = opt_step;
