@@ -153,7 +153,9 @@ typedef struct Ctx {
     double lr_scale;            /* --unlearn-lr xF: every other method's default times F */
     char *lr_spec;              /* --unlearn-lr as parsed, for the reproduce command (NULL: none) */
     TrainOpts pt_over;          /* pre-training overrides of the recipe (base_pt, oracle_pt):
-                                   vision_lr, vision/mc/scene/mixed warm-up; -1 = the recipe's */
+                                   vision_lr, vision/mc/scene/mixed warm-up; -1 = the recipe's;
+                                   general_repeat (0: the recipe's) */
+    int ft_general_repeat;      /* fine-tuning's general_repeat (base_ft, oracle_ft); 0: the recipe's */
     World *w;
     Tokenizer *tok;
     Checkpoint *pt, *ft;        /* the base models, loaded once */
@@ -170,7 +172,11 @@ typedef struct Ctx {
     int cell_i, cell_n;         /* progress */
     int stopped;                /* the training test hook stopped a stage (exit 3) */
     /* the pool (--procs): every stage after pre-training, shared by processes */
-    int member, nmembers;       /* 0 = the driver; K = the copy started as --cell-part K/N */
+    int member, nmembers;       /* 0 = the driver; K = the copy started as --cell-part K/N;
+                                   N, the pool's processes (the driver's too while it runs) */
+    int idle;                   /* this process's idle mark is set (see pool_idle) */
+    int grow_threads;           /* kernel threads of the training in progress (pool_grow) */
+    double grow_checked;        /* when pool_grow last counted the idle marks */
     pid_t driver;               /* a copy's parent: it stops when the driver is gone */
     int pool;                   /* 1 while this process walks the pool */
     int pool_left, pool_avail, pool_ran;   /* the current pass: not done / unclaimed / taken */
@@ -230,6 +236,64 @@ static float run_lr(const Ctx *c, UlMethod m) {
 
 static char *claim_path(const Ctx *c, const char *unit) { return xasprintf("%s/state/claims/%s", c->out, unit); }
 
+/* A process of the pool with nothing to compute marks itself idle (RUN/state/claims/
+ * idle@K, holding its pid like a claim, so that a failed copy's mark goes with its
+ * claims) and unmarks itself when it claims a unit; a training in the pool then takes
+ * the idle processes' threads (pool_grow). */
+static void pool_idle(Ctx *c, int idle) {
+    if (c->idle == idle || c->nmembers < 2) return;
+    char *unit = xasprintf("idle@%d", c->member), *p = claim_path(c, unit);
+    if (idle) {
+        int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
+        if (fd >= 0) {
+            char pid[32];
+            int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+            if (write(fd, pid, (size_t)n) != n) {}     /* an unreadable mark counts all the same */
+            close(fd);
+        }
+    } else {
+        unlink(p);
+    }
+    c->idle = idle;
+    free(unit); free(p);
+}
+
+/* TrainOpts.on_step of a training in the pool: once a second, counts the idle marks and
+ * runs the kernels on N / (N - idle) threads of the pool's N (one each to start with).
+ * Results do not depend on the thread count, so only the time changes: oracle_pt, the
+ * longest unit, finishes on two threads once the other process has run out of work. */
+static int pool_idle_count(const Ctx *c) {
+    char *dir = xasprintf("%s/state/claims", c->out);
+    DIR *d = opendir(dir);
+    struct dirent *e;
+    int idle = 0;
+    while (d && (e = readdir(d)))
+        if (strncmp(e->d_name, "idle@", 5) == 0) idle++;
+    if (d) closedir(d);
+    free(dir);
+    return idle;
+}
+
+static void pool_grow(void *ctx) {
+    Ctx *c = ctx;
+    double now = now_seconds();
+    if (now - c->grow_checked < 1.0) return;
+    /* test hook: the first check waits up to PULSE_POOL_GROW_WAIT seconds for an idle mark */
+    const char *wait = c->grow_checked == 0.0 ? getenv("PULSE_POOL_GROW_WAIT") : NULL;
+    for (double t = wait ? atof(wait) : 0.0; t > 0.0 && !pool_idle_count(c); t -= 0.01)
+        nanosleep(&(struct timespec){0, 10000000L}, NULL);
+    c->grow_checked = now;
+    int idle = pool_idle_count(c);
+    int busy = c->nmembers - idle, want = busy < 1 ? c->nmembers : c->nmembers / busy;
+    if (want < 1) want = 1;
+    if (want != c->grow_threads) {
+#ifdef _OPENMP
+        omp_set_num_threads(want);
+#endif
+        c->grow_threads = want;
+    }
+}
+
 /* 1 outside the pool; in it, whether the unit has been seen done (a unit's inputs). */
 static int unit_done(const Ctx *c, const char *unit) { return !c->pool || list_has(&c->pool_done, unit); }
 
@@ -260,6 +324,7 @@ static int pool_take(Ctx *c, const char *unit, int ready, int done) {
             take = write(fd, pid, (size_t)n) == n;
             close(fd);
             if (!take) unlink(p);
+            else pool_idle(c, 0);
         }
         /* test hook: copy K dies holding its first claim (its units must go elsewhere) */
         const char *crash = getenv("PULSE_POOL_CRASH");
@@ -437,7 +502,7 @@ static void stage_data(Ctx *c) {
  * Stages 1 and 3: training (base models and oracles) */
 
 /* A training stage's options before its paths: the run's pre-training overrides when it
- * pre-trains from scratch (base_pt, oracle_pt), none otherwise. */
+ * pre-trains from scratch (base_pt, oracle_pt), its fine-tuning one when it fine-tunes. */
 static TrainOpts stage_opts(const Ctx *c, int stage, const char *base) {
     TrainOpts o = train_opts_default(stage);
     if (stage == STAGE_PT && !base) {
@@ -446,6 +511,9 @@ static TrainOpts stage_opts(const Ctx *c, int stage, const char *base) {
         o.mc_warmup = c->pt_over.mc_warmup;
         o.scene_warmup = c->pt_over.scene_warmup;
         o.mixed_warmup = c->pt_over.mixed_warmup;
+        o.general_repeat = c->pt_over.general_repeat;
+    } else if (stage == STAGE_FT) {
+        o.general_repeat = c->ft_general_repeat;
     }
     return o;
 }
@@ -502,8 +570,17 @@ static uint64_t stage_train(Ctx *c, const char *name, int stage, const char *bas
         /* base_pt and oracle_pt run the same vision warm-up: the second reads the first's */
         char *vcache = stage == STAGE_PT && !base ? run_path(c, "state/vision_warmup.state") : NULL;
         o.vision_cache = vcache;
+        if (c->pool) {          /* on one thread, more when others are idle */
+            o.on_step = pool_grow;
+            o.step_ctx = c;
+            c->grow_threads = 1;
+            c->grow_checked = 0.0;
+        }
         double t0 = now_seconds();
         int rc = train_run(&o);
+#ifdef _OPENMP
+        if (c->pool) omp_set_num_threads(1);
+#endif
         free(data); free(base_dir); free(vcache);
         if (rc == 3) { say(c, "%s: stopped by PULSE_TRAIN_STOP_AFTER (state saved)", name); c->stopped = 1; goto out; }
         if (rc != 0) die_internal("%s: training failed (status %d)", name, rc);
@@ -1260,7 +1337,12 @@ static void write_run_json(Ctx *c) {
     json_add(ptj, "mc_warmup", json_new_number((double)pr.mc_warmup));
     json_add(ptj, "scene_warmup", json_new_number((double)pr.scene_warmup));
     json_add(ptj, "mixed_warmup", json_new_number((double)pr.mixed_warmup));
+    json_add(ptj, "general_repeat", json_new_number((double)pr.general_repeat));
     json_add(j, "pretrain_recipe", ptj);
+    TrainOpts fto = stage_opts(c, STAGE_FT, "base_pt");
+    Json *ftj = json_new_object();
+    json_add(ftj, "general_repeat", json_new_number((double)train_recipe_for(&fto, c->preset->name).general_repeat));
+    json_add(j, "finetune_recipe", ftj);
     Json *sz = json_new_object();
     const Preset *p = c->preset;
     json_add(sz, "n_fictitious", json_new_number(p->n_fictitious));
@@ -1289,6 +1371,8 @@ static void write_run_json(Ctx *c) {
     const char *pwn[4] = {"vision-warmup", "mc-warmup", "scene-warmup", "mixed-warmup"};
     for (int k = 0; k < 4; k++)
         if (pw[k] >= 0) text_printf(&cmd, " --%s %ld", pwn[k], pw[k]);
+    if (po->general_repeat > 0) text_printf(&cmd, " --general-repeat %d", po->general_repeat);
+    if (c->ft_general_repeat > 0) text_printf(&cmd, " --ft-general-repeat %d", c->ft_general_repeat);
     json_add(j, "command", json_new_string(text_str(&cmd)));
     text_free(&cmd);
     json_add(j, "cells", c->plan);
@@ -1323,10 +1407,13 @@ static void usage(FILE *f) {
         "                        (docs/methods.md), in every setting: METHOD=RATE items and at\n"
         "                        most one xF, every other method's default times F; e.g.\n"
         "                        ga=3e-3,npo=3e-3 or x1.5 or rmu=1e-2,x1.5\n"
-        "  --vision-lr X, --vision-warmup N, --mc-warmup N, --scene-warmup N, --mixed-warmup N\n"
-        "                        pre-training recipe overrides (base_pt and oracle_pt), as in\n"
-        "                        pulse pretrain (docs/training.md); e.g. the recipe before the\n"
-        "                        mixed warm-up: --mixed-warmup 0 --scene-warmup 1500 --vision-lr 0.015\n"
+        "  --vision-lr X, --vision-warmup N, --mc-warmup N, --scene-warmup N, --mixed-warmup N,\n"
+        "  --general-repeat K    pre-training recipe overrides (base_pt and oracle_pt), as in\n"
+        "                        pulse pretrain (docs/training.md)\n"
+        "  --ft-general-repeat K the fine-tuning recipe's general_repeat (base_ft and oracle_ft),\n"
+        "                        as pulse finetune's --general-repeat; e.g. the recipe before the\n"
+        "                        general items x4 / x6, with its unlearning rates: --general-repeat 1\n"
+        "                        --ft-general-repeat 3 --unlearn-lr ga=3e-3,npo=3e-3,npo_rt=3.5e-3\n"
         "  --jobs N              threads for the kernels (default 0: OpenMP's own; results do not\n"
         "                        depend on it)\n"
         "  --procs N             processes for everything after pre-training, one kernel thread\n"
@@ -1495,12 +1582,14 @@ static void pool_run(Ctx *c, pid_t *kids, int np) {
     c->pool = 1;
     for (;;) {
         pool_pass(c);
+        if (!c->pool_ran) pool_idle(c, 1);
         if (c->stopped || !c->pool_avail) break;
         if (c->member && getppid() != c->driver) break;            /* the driver is gone */
         /* the driver alone and nothing ready: the serial pass computes the rest */
         if (!c->member && !reap_parts(c, kids, np, 0) && !c->pool_ran) break;
         if (!c->pool_ran) nanosleep(&(struct timespec){0, 100000000L}, NULL);
     }
+    pool_idle(c, 1);            /* leaving: nothing more to compute */
     c->pool = 0;
     list_free(&c->seen);
 }
@@ -1527,6 +1616,8 @@ int cmd_run(int argc, char **argv) {
     c.pt_over.mc_warmup = args_long(&a, "mc-warmup", -1, 0, 100000000L);
     c.pt_over.scene_warmup = args_long(&a, "scene-warmup", -1, 0, 100000000L);
     c.pt_over.mixed_warmup = args_long(&a, "mixed-warmup", -1, 0, 100000000L);
+    c.pt_over.general_repeat = (int)args_long(&a, "general-repeat", 0, 1, 100);
+    c.ft_general_repeat = (int)args_long(&a, "ft-general-repeat", 0, 1, 100);
     long jobs = args_long(&a, "jobs", 0, 0, 4096);
     long procs = args_long(&a, "procs", 0, 0, 64);
     const char *part = args_str(&a, "cell-part", NULL);     /* internal: see spawn_parts */
@@ -1590,7 +1681,8 @@ int cmd_run(int argc, char **argv) {
     }
     int np = procs > 0 ? (int)procs : default_procs();
     if (np > 1) {
-        claims_release(&c, 0);                  /* a killed run's claims */
+        c.nmembers = np;                        /* the pool's size (pool_idle, pool_grow) */
+        claims_release(&c, 0);                  /* a killed run's claims and idle marks */
         char *cd = run_path(&c, "state/claims");
         make_dirs(cd);
         free(cd);

@@ -1337,8 +1337,8 @@ static void md_provenance(Text *o, const Run *R) {
         free(l);
     }
     /* objects of numbers on one line each: "n_fictitious 100, n_celebrity 30, ..." (the
-     * unlearning rates and the pre-training recipe: not in runs from before they were recorded) */
-    static const char *const objs[] = {"sizes", "unlearn_lr", "pretrain_recipe"};
+     * unlearning rates and the training recipes: not in runs from before they were recorded) */
+    static const char *const objs[] = {"sizes", "unlearn_lr", "pretrain_recipe", "finetune_recipe"};
     for (size_t k = 0; k < sizeof objs / sizeof objs[0]; k++) {
         const Json *ob = json_get(j, objs[k]);
         if (!ob || ob->type != JSON_OBJECT) continue;

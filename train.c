@@ -65,8 +65,8 @@ static const Recipe recipes[] = {
     /* preset  stage     epochs batch  lr      warmup sched      wd    clip  mode        r   alpha targets replay vision_lr mc_repeat vision_warmup general_repeat mc_warmup mc_face mc_name scene_warmup mixed_warmup */
     {"tiny",  STAGE_PT,   2,    16,   2e-3f,   20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0, 0, 0, 0, 0},
     {"tiny",  STAGE_FT,   4,    16,   2e-3f,   10,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0, 0, 0, 0, 0},
-    {"small", STAGE_PT,  10,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.1f,   3, 2000, 1, 4000, 5, 2,    0, 8000},
-    {"small", STAGE_FT,  15,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 3,    0, 3,    0, 5, 2, 0, 0},
+    {"small", STAGE_PT,  10,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.1f,   3, 2000, 4, 4000, 5, 2,    0, 8000},
+    {"small", STAGE_FT,  15,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 3,    0, 6,    0, 5, 2, 0, 0},
     {"paper", STAGE_PT,  10,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1, 2000, 1,    0, 0, 0, 0, 0},
     {"paper", STAGE_FT,  15,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 1,    0, 1,    0, 0, 0, 0, 0},
 };
@@ -920,6 +920,7 @@ static int train_phase(Model *m, const World *w, const Tokenizer *tok, const Tra
         feed_step(fs, second ? &s2 : &s, tok, m->n_patches, ph->mix ? step / 2 : step);
         if (o->on_batch) o->on_batch(o->ctx, -1 - (ph->step0 + step), fs->items, r->batch);
         float loss = train_step(m, &tp, &fs->bt, &opt, r->clip, ph->lr(step, r->warmup), ph->label, step);
+        if (o->on_step) o->on_step(o->step_ctx);
         if (step >= ph->steps - LOSS_RING) { st->phase_tail += loss; st->phase_ntail++; }
         st->phase_step = step + 1;
         double now = now_seconds();
@@ -1106,6 +1107,7 @@ int train_run(const TrainOpts *o) {
         if (o->on_batch) o->on_batch(o->ctx, step, f.items, r->batch);
         float lr = lr_schedule(r->schedule, step, p.steps, r->warmup, r->lr);
         float loss = train_step(m, &tp, &f.bt, &opt, r->clip, lr, stage_name(o->stage), step);
+        if (o->on_step) o->on_step(o->step_ctx);
 
         st.step = step + 1;
         st.tokens += tokens;

@@ -157,6 +157,10 @@ typedef struct TrainOpts {
      * warm-ups' batches come first (multiple-choice, then scene), as steps -1, -2, ... */
     void (*on_batch)(void *ctx, long step, const Item *const *items, int n);
     void *ctx;
+    /* Called after every step of the warm-ups and of the main loop (may be NULL): `pulse
+     * run`'s pool sets the kernel threads there (no result depends on them). */
+    void (*on_step)(void *step_ctx);
+    void *step_ctx;
 } TrainOpts;
 
 /* The recipe of o's stage and preset (o->preset, else `preset`) with every override of o

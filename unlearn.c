@@ -94,11 +94,11 @@ typedef struct MethodDefaults {
 
 static const MethodDefaults method_defaults[UL_N_METHODS] = {
     /*               lr       beta  alpha gamma  delta */
-    [UL_GA]     = {3e-3f,   0.0f, 0.0f, 1.0f,  0.0f},   /* OU: gamma 1 */
+    [UL_GA]     = {4e-3f,   0.0f, 0.0f, 1.0f,  0.0f},   /* OU: gamma 1 */
     [UL_GD]     = {5e-3f,   0.0f, 1.0f, 1.0f,  0.0f},   /* OU GradDiff: gamma 1, alpha 1 */
     [UL_KLR]    = {4.5e-3f, 0.0f, 1.0f, 1.0f,  0.0f},   /* OU GradDiff (KL): gamma 1, alpha 1 */
-    [UL_NPO]    = {3e-3f,   0.1f, 0.0f, 1.0f,  0.0f},   /* OU NPO: beta 0.1; alpha 0 = pure NPO */
-    [UL_NPO_RT] = {3.5e-3f, 0.1f, 1.0f, 1.0f,  0.0f},   /* OU NPO: beta 0.1, gamma 1, alpha 1 */
+    [UL_NPO]    = {4e-3f,   0.1f, 0.0f, 1.0f,  0.0f},   /* OU NPO: beta 0.1; alpha 0 = pure NPO */
+    [UL_NPO_RT] = {4.5e-3f, 0.1f, 1.0f, 1.0f,  0.0f},   /* OU NPO: beta 0.1, gamma 1, alpha 1 */
     [UL_SIMNPO] = {1.5e-2f, 4.5f, 1.0f, 1.0f,  0.0f},   /* OU SimNPO: beta 4.5, delta 0, alpha 1; gamma cal (OU 0.125) */
     [UL_IDKPO]  = {5e-3f,   0.1f, 1.0f, 1.0f,  0.0f},   /* OU DPO (idk): beta 0.1, gamma 1, alpha 1 */
     [UL_RMU]    = {1e-2f,   0.0f, 1.0f, 1.0f,  0.0f},   /* OU RMU: gamma 1, alpha 1 */

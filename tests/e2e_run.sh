@@ -12,7 +12,8 @@
 # 6. after losing a finished cell and a sequential step, a rerun redoes them with the same
 #    numbers (results.json byte-identical, results.csv identical outside the time columns),
 #    also when the cells run in one process instead of one per CPU (--procs), and when a
-#    copy of the pool dies holding a claim (PULSE_POOL_CRASH);
+#    copy of the pool dies holding a claim (PULSE_POOL_CRASH); a training in the pool
+#    grows to two threads when the other process is idle, with the same bytes;
 # 7. `pulse report` alone rewrites the same report;
 # 8. --unlearn-lr redoes only the unlearning cells, at the rates given, and records them;
 # 9. pre-training overrides retrain only when they change the recipe, and are recorded.
@@ -28,6 +29,12 @@ fail=0
 
 ok() { pass=$((pass + 1)); }
 bad() { fail=$((fail + 1)); echo "FAIL e2e_run: $*"; }
+runs() { # runs "what" LOG CMD...: CMD exits 0 (its output in LOG)
+    what=$1; log=$2; shift 2
+    "$@" >"$log" 2>&1
+    rc=$?
+    if [ "$rc" -eq 0 ]; then ok; else bad "$what: exit $rc"; tail -5 "$log"; fi
+}
 check() { # check "what" command...
     what=$1; shift
     if "$@" >/dev/null 2>&1; then ok; else bad "$what"; fi
@@ -56,6 +63,7 @@ usage_error "unlearn-lr: no rate" run --preset tiny --unlearn-lr ga --out "$TMP/
 usage_error "unlearn-lr: not a number" run --preset tiny --unlearn-lr x1.5e --out "$TMP/x"
 usage_error "unlearn-lr: a rate that is 0 as a float" run --preset tiny --unlearn-lr ga=1e-50 --out "$TMP/x"
 usage_error "mixed-warmup negative" run --preset tiny --mixed-warmup -5 --out "$TMP/x"
+usage_error "ft-general-repeat zero" run --preset tiny --ft-general-repeat 0 --out "$TMP/x"
 says() { # says "what" "text": the last usage error's line contains text
     if grep -q -- "$2" "$TMP/err"; then ok; else bad "$1: expected '$2', got: $(cat "$TMP/err")"; fi
 }
@@ -203,13 +211,25 @@ check "finetuned-npo recomputed in one process identically" cmp "$TMP/fnpo.json"
 cp "$RUN/cells/finetuned-gd/results.json" "$TMP/fgd.json"
 cp "$RUN/cells/pretrained-npo_rt/results.json" "$TMP/pnr.json"
 rm -rf "$RUN/cells/finetuned-gd" "$RUN/cells/pretrained-npo_rt"
-PULSE_POOL_CRASH=1 "$P" run --preset tiny --out "$RUN" --procs 2 >"$TMP/log6" 2>&1
-rc=$?
-if [ "$rc" -eq 0 ]; then ok; else bad "run with a crashing copy: exit $rc"; tail -5 "$TMP/log6"; fi
+runs "run with a crashing copy" "$TMP/log6" env PULSE_POOL_CRASH=1 "$P" run --preset tiny --out "$RUN" --procs 2
 check "the crashed copy is reported" grep -q 'process 1/2 stopped' "$TMP/log6"
 check "finetuned-gd recomputed identically after a crashed copy" cmp "$TMP/fgd.json" "$RUN/cells/finetuned-gd/results.json"
 check "pretrained-npo_rt recomputed identically after a crashed copy" cmp "$TMP/pnr.json" "$RUN/cells/pretrained-npo_rt/results.json"
 check "no claims left behind" test ! -e "$RUN/state/claims"
+
+# a training in the pool takes the threads of a process that has nothing left to do: oracle_pt
+# again, the other process idle (PULSE_POOL_GROW_WAIT: a test hook, it waits for the idle mark)
+cp "$RUN/oracle_pt/model.safetensors" "$TMP/opt.safetensors"
+cp "$RUN/cells/pretrained-ga/results.json" "$TMP/pga.json"
+rm -rf "$RUN/oracle_pt" "$RUN/state/oracle_pt.json" "$RUN/cells/pretrained-ga"
+runs "run retraining oracle_pt in the pool" "$TMP/log7" env PULSE_POOL_GROW_WAIT=30 "$P" run --preset tiny --out "$RUN" --procs 2
+check "oracle_pt retrained" grep -q 'oracle_pt: training' "$TMP/log7"
+check "oracle_pt on two threads: the same bytes" cmp "$TMP/opt.safetensors" "$RUN/oracle_pt/model.safetensors"
+check "pretrained-ga recomputed identically" cmp "$TMP/pga.json" "$RUN/cells/pretrained-ga/results.json"
+if ldd "$P" 2>/dev/null | grep -q gomp; then
+    check "oracle_pt finished on two threads" grep -q '"threads": 2' "$RUN/oracle_pt/training.json"
+fi
+check "no idle marks left behind" test ! -e "$RUN/state/claims"
 
 # --- 7. pulse report alone ------------------------------------------------------------
 cp "$RUN/report.md" "$TMP/report1.md"
@@ -223,28 +243,28 @@ says "eval --forget ','" "names nobody"
 # on a copy: GA at a given rate, NPO at twice its default; nothing is trained again
 LR=$TMP/run_lr
 cp -r "$RUN" "$LR"
-check "run.json records the default rates" grep -q '"ga": 0.003' "$RUN/run.json"
-"$P" run --preset tiny --out "$LR" --settings finetuned --methods ga,npo --unlearn-lr ga=4e-3,x2 >"$TMP/log8" 2>&1
+check "run.json records the default rates" grep -q '"ga": 0.004' "$RUN/run.json"
+"$P" run --preset tiny --out "$LR" --settings finetuned --methods ga,npo --unlearn-lr ga=5e-3,x2 >"$TMP/log8" 2>&1
 rc=$?
 if [ "$rc" -eq 0 ]; then ok; else bad "run with --unlearn-lr: exit $rc"; tail -5 "$TMP/log8"; fi
 if grep -q 'training' "$TMP/log8"; then bad "--unlearn-lr retrained a model"; else ok; fi
-check "finetuned-ga at the given rate" grep -q '"lr": 0.004' "$LR/cells/finetuned-ga/cell.json"
-check "finetuned-npo at twice its default" grep -q '"lr": 0.006' "$LR/cells/finetuned-npo/cell.json"
+check "finetuned-ga at the given rate" grep -q '"lr": 0.005' "$LR/cells/finetuned-ga/cell.json"
+check "finetuned-npo at twice its default" grep -q '"lr": 0.008' "$LR/cells/finetuned-npo/cell.json"
 if cmp -s "$RUN/cells/finetuned-ga/results.json" "$LR/cells/finetuned-ga/results.json"; then
     bad "finetuned-ga not recomputed at the new rate"; else ok; fi
 check "finetuned-before untouched" cmp "$RUN/cells/finetuned-before/results.json" "$LR/cells/finetuned-before/results.json"
-check "the reproduce command carries the rates" grep -q -- '--unlearn-lr ga=0.004,x2' "$LR/run.json"
-check "run.json: the rates used" grep -q '"npo": 0.006' "$LR/run.json"
-check "the report lists the rates" grep -q '^| unlearn_lr .*ga 0.004, gd 0.01,' "$LR/report.md"
+check "the reproduce command carries the rates" grep -q -- '--unlearn-lr ga=0.005,x2' "$LR/run.json"
+check "run.json: the rates used" grep -q '"npo": 0.008' "$LR/run.json"
+check "the report lists the rates" grep -q '^| unlearn_lr .*ga 0.005, gd 0.01,' "$LR/report.md"
 
 # --- 9. pre-training overrides: the recipe's own values retrain nothing, another value
 # retrains base_pt (and what depends on it) with it, recorded in config.json and run.json
-"$P" run --preset tiny --out "$LR" --settings finetuned --methods ga --unlearn-lr ga=4e-3,x2 \
-    --vision-lr 0.015 --mc-warmup 0 --scene-warmup 0 >"$TMP/log9" 2>&1
+"$P" run --preset tiny --out "$LR" --settings finetuned --methods ga --unlearn-lr ga=5e-3,x2 \
+    --vision-lr 0.015 --mc-warmup 0 --scene-warmup 0 --general-repeat 1 --ft-general-repeat 1 >"$TMP/log9" 2>&1
 rc=$?
 if [ "$rc" -eq 0 ]; then ok; else bad "run with the recipe's own values: exit $rc"; tail -5 "$TMP/log9"; fi
 if grep -q 'training' "$TMP/log9"; then bad "the recipe's own values retrained a model"; else ok; fi
-"$P" run --preset tiny --out "$LR" --settings finetuned --methods ga --unlearn-lr ga=4e-3,x2 --mc-warmup 5 >"$TMP/log10" 2>&1
+"$P" run --preset tiny --out "$LR" --settings finetuned --methods ga --unlearn-lr ga=5e-3,x2 --mc-warmup 5 >"$TMP/log10" 2>&1
 rc=$?
 if [ "$rc" -eq 0 ]; then ok; else bad "run with --mc-warmup 5: exit $rc"; tail -5 "$TMP/log10"; fi
 check "--mc-warmup retrains base_pt" grep -q 'base_pt: training' "$TMP/log10"
@@ -252,6 +272,15 @@ check "base_pt's config.json has the warm-up" grep -q '"mc_warmup_steps": 5' "$L
 check "run.json: the pre-training recipe" grep -q '"mc_warmup": 5' "$LR/run.json"
 check "the reproduce command carries it" grep -q -- '--mc-warmup 5' "$LR/run.json"
 check "the report lists it" grep -q '^| pretrain_recipe .*mc_warmup 5' "$LR/report.md"
+"$P" run --preset tiny --out "$LR" --settings finetuned --methods ga --unlearn-lr ga=5e-3,x2 --mc-warmup 5 \
+    --ft-general-repeat 2 >"$TMP/log11" 2>&1
+rc=$?
+if [ "$rc" -eq 0 ]; then ok; else bad "run with --ft-general-repeat 2: exit $rc"; tail -5 "$TMP/log11"; fi
+check "--ft-general-repeat retrains base_ft" grep -q 'base_ft: training' "$TMP/log11"
+if grep -q 'base_pt: training' "$TMP/log11"; then bad "--ft-general-repeat retrained base_pt"; else ok; fi
+check "run.json: the fine-tuning recipe" grep -q '"general_repeat": 2' "$LR/run.json"
+check "the reproduce command carries it" grep -q -- '--ft-general-repeat 2' "$LR/run.json"
+check "the report lists it" grep -q '^| finetune_recipe .*general_repeat 2' "$LR/report.md"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
