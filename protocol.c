@@ -26,7 +26,8 @@
  *   two oracles, the reference evaluations, the gates, every cell, each sequential chain)
  *   are taken by whichever process claims them first once their inputs are done, so
  *   oracle_pt (first: the longest unit), base_ft and oracle_ft train at the same time and
- *   the cells start as soon as their base model and oracle are there. Units are independent and thread-count
+ *   the cells start as soon as their base model and oracle are there; a training takes
+ *   the threads of processes that have nothing left to compute. Units are independent and thread-count
  *   invariant, so no number depends on the number of processes or on who computed what;
  *   the driver's final serial pass finds every unit done (and computes any a failed copy
  *   left).
@@ -258,10 +259,7 @@ static void pool_idle(Ctx *c, int idle) {
     free(unit); free(p);
 }
 
-/* TrainOpts.on_step of a training in the pool: once a second, counts the idle marks and
- * runs the kernels on N / (N - idle) threads of the pool's N (one each to start with).
- * Results do not depend on the thread count, so only the time changes: oracle_pt, the
- * longest unit, finishes on two threads once the other process has run out of work. */
+/* The idle marks in RUN/state/claims/. */
 static int pool_idle_count(const Ctx *c) {
     char *dir = xasprintf("%s/state/claims", c->out);
     DIR *d = opendir(dir);
@@ -274,6 +272,10 @@ static int pool_idle_count(const Ctx *c) {
     return idle;
 }
 
+/* TrainOpts.on_step of a training in the pool: once a second, counts the idle marks and
+ * runs the kernels on N / (N - idle) threads of the pool's N (one each to start with).
+ * Results do not depend on the thread count, so only the time changes: oracle_pt, the
+ * longest unit, finishes on two threads once the other process has run out of work. */
 static void pool_grow(void *ctx) {
     Ctx *c = ctx;
     double now = now_seconds();
