@@ -237,6 +237,18 @@ static float run_lr(const Ctx *c, UlMethod m) {
 
 static char *claim_path(const Ctx *c, const char *unit) { return xasprintf("%s/state/claims/%s", c->out, unit); }
 
+/* Creates `path` with `flags` (O_EXCL for a claim) holding this process's pid: 1 if
+ * written whole, 0 if created but not written, -1 if not created. */
+static int pid_file(const char *path, int flags) {
+    int fd = open(path, O_WRONLY | O_CREAT | flags, 0644);
+    if (fd < 0) return -1;
+    char pid[32];
+    int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
+    int ok = write(fd, pid, (size_t)n) == n;
+    close(fd);
+    return ok;
+}
+
 /* A process of the pool with nothing to compute marks itself idle (RUN/state/claims/
  * idle@K, holding its pid like a claim, so that a failed copy's mark goes with its
  * claims) and unmarks itself when it claims a unit; a training in the pool then takes
@@ -244,17 +256,8 @@ static char *claim_path(const Ctx *c, const char *unit) { return xasprintf("%s/s
 static void pool_idle(Ctx *c, int idle) {
     if (c->idle == idle || c->nmembers < 2) return;
     char *unit = xasprintf("idle@%d", c->member), *p = claim_path(c, unit);
-    if (idle) {
-        int fd = open(p, O_WRONLY | O_CREAT | O_TRUNC, 0644);
-        if (fd >= 0) {
-            char pid[32];
-            int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
-            if (write(fd, pid, (size_t)n) != n) {}     /* an unreadable mark counts all the same */
-            close(fd);
-        }
-    } else {
-        unlink(p);
-    }
+    if (idle) pid_file(p, O_TRUNC);     /* an unreadable mark counts all the same */
+    else unlink(p);
     c->idle = idle;
     free(unit); free(p);
 }
@@ -319,12 +322,9 @@ static int pool_take(Ctx *c, const char *unit, int ready, int done) {
     int take = 0;
     if (access(p, F_OK) != 0) {
         c->pool_avail++;
-        int fd = ready ? open(p, O_WRONLY | O_CREAT | O_EXCL, 0644) : -1;
-        if (fd >= 0) {
-            char pid[32];
-            int n = snprintf(pid, sizeof pid, "%ld\n", (long)getpid());
-            take = write(fd, pid, (size_t)n) == n;
-            close(fd);
+        int made = ready ? pid_file(p, O_EXCL) : -1;
+        if (made >= 0) {
+            take = made == 1;
             if (!take) unlink(p);
             else pool_idle(c, 0);
         }
