@@ -3181,6 +3181,7 @@ int cmd_data(int argc, char **argv) {
     if (!out) die_input(NULL, "data: --out DIR is required (see pulse data --help)");
     const Preset *p = preset_find(preset);
     if (!p) die_input(NULL, "data: unknown preset '%s' (tiny, small, paper)", preset);
+    out_dir_check(out, NULL);                   /* data_generate refuses a directory not a world */
     data_generate(p, (uint64_t)seed, raw, out);
     args_free(&a);
     return 0;

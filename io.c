@@ -662,9 +662,33 @@ int dir_is_empty(const char *dir) {
     return empty;
 }
 
+/* `out` does not exist, so it must be possible to create it: the first missing directory
+ * on its path is created and removed again (one another process created meanwhile is
+ * left alone). A bad --out is so refused before any work, with nothing left behind,
+ * instead of when the results are written. */
+static void out_dir_probe(const char *out) {
+    char *p = xstrdup(out);
+    size_t n = strlen(p);
+    for (size_t i = 1; i <= n; i++) {
+        if (p[i] != '/' && p[i] != 0) continue;
+        char saved = p[i];
+        p[i] = 0;
+        struct stat st;
+        if (stat(p, &st) == 0) {
+            if (!S_ISDIR(st.st_mode)) die_input(out, "cannot be created: %s is not a directory", p);
+        } else {
+            if (mkdir(p, 0777) == 0) rmdir(p);
+            else if (errno != EEXIST) die_input(out, "cannot be created: %s: %s", p, strerror(errno));
+            break;
+        }
+        p[i] = saved;
+    }
+    free(p);
+}
+
 void out_dir_check(const char *out, const char *own) {
     struct stat st;
-    if (stat(out, &st) != 0) return;
+    if (stat(out, &st) != 0) { out_dir_probe(out); return; }
     if (!S_ISDIR(st.st_mode)) die_input(out, "exists and is not a directory");
     if (!own || dir_is_empty(out)) return;
     char *p = xasprintf("%s/%s", out, own);

@@ -91,9 +91,9 @@ int dir_exists(const char *path);                         /* an existing directo
 void make_dirs(const char *path);
 int dir_is_empty(const char *dir);                        /* an existing directory with no entries */
 /* An output directory named on the command line, checked before any work (exit 2 if not
- * usable): missing or a directory; when `own` is given (what this kind of output always
- * holds: a command that replaces the directory whole), a directory that is not empty
- * must hold it. */
+ * usable): a directory, or missing and possible to create (tried, and undone); when
+ * `own` is given (what this kind of output always holds: a command that replaces the
+ * directory whole), a directory that is not empty must hold it. */
 void out_dir_check(const char *out, const char *own);
 
 /* ----------------------------------------------------------------------------

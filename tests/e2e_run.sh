@@ -102,6 +102,14 @@ usage_error "eval --out a file" eval --data "$TMP/x" --model "$TMP/m" --out "$TM
 says "eval --out a file" "afile: exists and is not a directory"
 usage_error "unlearn --out a file" unlearn --data "$TMP/x" --model "$TMP/m" --method ga --setting finetuned --out "$TMP/afile"
 says "unlearn --out a file" "afile: exists and is not a directory"
+# an output that cannot be created (under a file) is refused before any work too, not when
+# the results are written (it was, with status 1, after the whole training)
+for c in "run --preset tiny" "data --preset tiny" "pretrain --data $TMP/x" "eval --data $TMP/x --model $TMP/m" \
+         "unlearn --data $TMP/x --model $TMP/m --method ga --setting finetuned" "init --config $TMP/x"; do
+    # shellcheck disable=SC2086
+    usage_error "${c%% *} --out under a file" $c --out "$TMP/afile/sub"
+    says "${c%% *} --out under a file" "afile/sub: cannot be created: .*afile is not a directory"
+done
 if [ "$(cat "$TMP/afile")" = mine ] && [ "$(ls "$TMP/adir")" = notes.txt ]; then ok; else bad "a refused output was touched"; fi
 usage_error "vision-lr not a number" run --preset tiny --vision-lr abc --out "$TMP/x"
 usage_error "report without a run dir" report
