@@ -1618,9 +1618,10 @@ int cmd_bench_eval(int argc, char **argv) {
         printf("usage: pulse bench eval [--preset small] [--data DIR] [--model CKPT] [--sets LIST] [--tasks LIST]\n"
                "                        [--max-new N] [--batch B] [--exact-scoring]\n"
                "A full evaluation (every set, every task unless narrowed) of CKPT, or of a random model\n"
-               "(config_default) when no model is given, on DIR or on a world generated into a temporary\n"
-               "directory; prints items/s and generated tokens/s. A random model never emits EOS, so its\n"
-               "free generation always runs to max-new tokens: an upper bound on decoding time.\n");
+               "(config_default with the world tokenizer's vocabulary) when no model is given, on DIR or\n"
+               "on a world generated into a temporary directory; prints items/s and generated tokens/s.\n"
+               "A random model never emits EOS, so its free generation always runs to max-new tokens:\n"
+               "an upper bound on decoding time.\n");
         args_free(&a);
         return 0;
     }
@@ -1653,12 +1654,13 @@ int cmd_bench_eval(int argc, char **argv) {
     Tokenizer *tok;
     if (model) { ck = ckpt_load(model); m = ck->model; tok = ck->tok; }
     else {
-        LlavaConfig cfg = config_default();
-        m = model_new(&cfg);
-        model_init(m, 1);
         char *tp = xasprintf("%s/tokenizer.json", data);
         tok = tok_load(tp);
         free(tp);
+        LlavaConfig cfg = config_default();
+        cfg.vocab_size = tok_vocab_size(tok);   /* as pre-training builds it (small: 1,536) */
+        m = model_new(&cfg);
+        model_init(m, 1);
     }
     o.quiet = 1;
     EvalStats st;

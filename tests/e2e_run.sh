@@ -116,6 +116,10 @@ usage_error "report without a run dir" report
 usage_error "report of a non-run dir" report "$TMP"
 check "no run dir created by refused commands" test ! -e "$TMP/x/data"
 "$P" run --help >"$TMP/out" 2>&1 && grep -q 'usage: pulse run' "$TMP/out" && ok || bad "run --help"
+# make bench's evaluation bench of a random model on a generated small world (its tokenizer
+# has 1,536 ids, config_default 512: the bench once stopped on that internal check)
+"$P" bench eval --preset small --sets genbench --tasks mc >"$TMP/out" 2>&1 && grep -q 'eval bench' "$TMP/out" && ok ||
+    bad "bench eval on small: $(tail -2 "$TMP/out")"
 
 # --- 2. a run stopped in pre-training, then resumed -------------------------------------
 t0=$(date +%s)
