@@ -1616,18 +1616,19 @@ int cmd_bench_eval(int argc, char **argv) {
     args_init(&a, "bench eval", argc, argv);
     if (args_help(&a)) {
         printf("usage: pulse bench eval [--preset small] [--data DIR] [--model CKPT] [--sets LIST] [--tasks LIST]\n"
-               "                        [--max-new N] [--batch B] [--exact-scoring]\n"
+               "                        [--max-new N] [--batch B] [--exact-scoring] [--raw DIR]\n"
                "A full evaluation (every set, every task unless narrowed) of CKPT, or of a random model\n"
                "(config_default with the world tokenizer's vocabulary) when no model is given, on DIR or\n"
                "on a world generated into a temporary directory; prints items/s and generated tokens/s.\n"
                "A random model never emits EOS, so its free generation always runs to max-new tokens:\n"
-               "an upper bound on decoding time.\n");
+               "an upper bound on decoding time. --raw: the raw material of the generated world, as in\n"
+               "pulse data (default: data/ beside the binary, else ./data).\n");
         args_free(&a);
         return 0;
     }
     const char *preset = args_str(&a, "preset", "small"), *data = args_str(&a, "data", NULL);
     const char *model = args_str(&a, "model", NULL), *sets = args_str(&a, "sets", NULL);
-    const char *tasks = args_str(&a, "tasks", NULL);
+    const char *tasks = args_str(&a, "tasks", NULL), *raw = args_str(&a, "raw", NULL);
     EvalOptions o = eval_options_default();
     o.max_new = (int)args_long(&a, "max-new", 50, 1, 4096);
     o.batch = (int)args_long(&a, "batch", 64, 1, 4096);
@@ -1635,24 +1636,27 @@ int cmd_bench_eval(int argc, char **argv) {
     if (sets) o.sets = eval_parse_sets(sets);
     if (tasks) o.tasks = eval_parse_tasks(tasks);
     args_done(&a);
-    /* a fresh world in a temporary directory unless one is given */
+    /* the model first: a bad one stops the bench before a world is generated */
+    Checkpoint *ck = model ? ckpt_load(model) : NULL;
+    /* a fresh world in a temporary directory unless one is given (the directory is
+     * removed if the generation stops on bad raw material) */
     char tmp[64] = {0};
     if (!data) {
         const Preset *p = preset_find(preset);
         if (!p) die_input(NULL, "bench eval: unknown preset '%s'", preset);
         snprintf(tmp, sizeof tmp, "/tmp/pulse-bench-eval-XXXXXX");
         if (!mkdtemp(tmp)) die_internal("bench eval: cannot create a temporary directory");
+        tmpfile_register(tmp);
         char *wd = xasprintf("%s/world", tmp);
         double t0 = now_seconds();
-        data_generate(p, 1, "data", wd);
+        data_generate(p, 1, raw, wd);
         fprintf(stderr, "bench eval: generated the %s world in %.1f s\n", preset, now_seconds() - t0);
         data = wd;
     }
     World *w = world_load(data);
-    Checkpoint *ck = NULL;
     Model *m;
     Tokenizer *tok;
-    if (model) { ck = ckpt_load(model); m = ck->model; tok = ck->tok; }
+    if (ck) { m = ck->model; tok = ck->tok; }
     else {
         char *tp = xasprintf("%s/tokenizer.json", data);
         tok = tok_load(tp);
@@ -1679,6 +1683,7 @@ int cmd_bench_eval(int argc, char **argv) {
     else { model_free(m); tok_free(tok); }
     if (tmp[0]) {
         remove_tree(tmp);
+        tmpfile_unregister(tmp);
         free((char *)data);
     }
     world_free(w);

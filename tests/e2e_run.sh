@@ -120,6 +120,11 @@ check "no run dir created by refused commands" test ! -e "$TMP/x/data"
 # has 1,536 ids, config_default 512: the bench once stopped on that internal check)
 "$P" bench eval --preset small --sets genbench --tasks mc >"$TMP/out" 2>&1 && grep -q 'eval bench' "$TMP/out" && ok ||
     bad "bench eval on small: $(tail -2 "$TMP/out")"
+# ... and it leaves no temporary world behind when it stops on bad input
+nb=$(ls -d /tmp/pulse-bench-eval-* 2>/dev/null | wc -l)
+usage_error "bench eval --raw missing" bench eval --preset tiny --raw "$TMP/none"
+usage_error "bench eval --model missing" bench eval --preset tiny --model "$TMP/none"
+check "bench eval left no temporary world" test "$(ls -d /tmp/pulse-bench-eval-* 2>/dev/null | wc -l)" -eq "$nb"
 
 # --- 2. a run stopped in pre-training, then resumed -------------------------------------
 t0=$(date +%s)
