@@ -1651,15 +1651,20 @@ int cmd_run(int argc, char **argv) {
     (void)jobs;
 #endif
     out_dir_check(c.out, "state/");              /* a run's stages replace their directories */
+    /* a run directory this command makes is removed again if it stops before the world
+     * exists (bad raw material): no empty run is left behind */
+    int fresh = !dir_exists(c.out);
     make_dirs(c.out);
     char *sd = run_path(&c, "state");
     make_dirs(sd);
-    free(sd);
+    if (fresh) { tmpfile_register(sd); tmpfile_register(c.out); }
     say(&c, "%s preset, seed %llu, into %s", c.preset->name, (unsigned long long)c.seed, c.out);
 
     /* options are all validated above: nothing is written before a usage error */
     /* 0: the world */
     stage_data(&c);
+    if (fresh) { tmpfile_unregister(sd); tmpfile_unregister(c.out); }
+    free(sd);
     /* finetuned: forget_10 / retain_90 (MLLMU-Bench's 10% split) */
     c.forget10 = split_people(c.w, "forget_10", &c.n_forget10);
     c.retain90 = split_people(c.w, "retain_90", &c.n_retain90);

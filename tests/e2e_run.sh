@@ -115,6 +115,14 @@ usage_error "vision-lr not a number" run --preset tiny --vision-lr abc --out "$T
 usage_error "report without a run dir" report
 usage_error "report of a non-run dir" report "$TMP"
 check "no run dir created by refused commands" test ! -e "$TMP/x/data"
+# bad raw material stops the run in its first stage: the run directory it made goes too
+mkdir -p "$TMP/emptyraw"
+for r in noraw:"noraw: cannot open the raw-material directory" emptyraw:"emptyraw/first_names.txt: cannot open"; do
+    "$P" run --preset tiny --raw "$TMP/${r%%:*}" --out "$TMP/rx" >"$TMP/out" 2>"$TMP/err"
+    rc=$?
+    if [ "$rc" -eq 2 ] && grep -q "^pulse: .*${r#*:}" "$TMP/err" && [ ! -e "$TMP/rx" ]; then ok
+    else bad "run --raw ${r%%:*}: exit $rc, $(tail -1 "$TMP/err"), left: $(ls "$TMP/rx" 2>&1)"; fi
+done
 "$P" run --help >"$TMP/out" 2>&1 && grep -q 'usage: pulse run' "$TMP/out" && ok || bad "run --help"
 # make bench's evaluation bench of a random model on a generated small world (its tokenizer
 # has 1,536 ids, config_default 512: the bench once stopped on that internal check)
