@@ -636,20 +636,40 @@ int dir_exists(const char *path) {
     return stat(path, &st) == 0 && S_ISDIR(st.st_mode);
 }
 
-void make_dirs(const char *path) {
+/* Walks the prefixes of `path` that end before a '/', then the whole path. Without
+ * `probe`, creates each one that is missing (make_dirs: a failure is not the user's, exit
+ * 1). With it, `path` is the --out `probe` names and must be possible to create: the
+ * first missing prefix is created and removed again (one another process created
+ * meanwhile is left alone), a failure is bad input (exit 2). */
+static void walk_dirs(const char *path, const char *probe) {
     char *p = xstrdup(path);
     size_t n = strlen(p);
-    /* create each prefix ending before a '/', then the whole path */
     for (size_t i = 1; i <= n; i++) {
         if (p[i] != '/' && p[i] != 0) continue;
         char saved = p[i];
         p[i] = 0;
-        if (mkdir(p, 0777) != 0 && errno != EEXIST) die_internal("%s: cannot create directory: %s", p, strerror(errno));
+        struct stat st;
+        if (stat(p, &st) == 0) {
+            if (S_ISDIR(st.st_mode)) { p[i] = saved; continue; }
+            if (probe) die_input(probe, "cannot be created: %s is not a directory", p);
+            die_internal("%s: exists and is not a directory", p);
+        }
+        int made = mkdir(p, 0777) == 0;
+        if (!made && errno != EEXIST) {
+            if (probe) die_input(probe, "cannot be created: %s: %s", p, strerror(errno));
+            die_internal("%s: cannot create directory: %s", p, strerror(errno));
+        }
+        if (probe) {
+            if (made) rmdir(p);
+            break;
+        }
         if (!dir_exists(p)) die_internal("%s: exists and is not a directory", p);
         p[i] = saved;
     }
     free(p);
 }
+
+void make_dirs(const char *path) { walk_dirs(path, NULL); }
 
 int dir_is_empty(const char *dir) {
     DIR *d = opendir(dir);
@@ -662,33 +682,9 @@ int dir_is_empty(const char *dir) {
     return empty;
 }
 
-/* `out` does not exist, so it must be possible to create it: the first missing directory
- * on its path is created and removed again (one another process created meanwhile is
- * left alone). A bad --out is so refused before any work, with nothing left behind,
- * instead of when the results are written. */
-static void out_dir_probe(const char *out) {
-    char *p = xstrdup(out);
-    size_t n = strlen(p);
-    for (size_t i = 1; i <= n; i++) {
-        if (p[i] != '/' && p[i] != 0) continue;
-        char saved = p[i];
-        p[i] = 0;
-        struct stat st;
-        if (stat(p, &st) == 0) {
-            if (!S_ISDIR(st.st_mode)) die_input(out, "cannot be created: %s is not a directory", p);
-        } else {
-            if (mkdir(p, 0777) == 0) rmdir(p);
-            else if (errno != EEXIST) die_input(out, "cannot be created: %s: %s", p, strerror(errno));
-            break;
-        }
-        p[i] = saved;
-    }
-    free(p);
-}
-
 void out_dir_check(const char *out, const char *own) {
     struct stat st;
-    if (stat(out, &st) != 0) { out_dir_probe(out); return; }
+    if (stat(out, &st) != 0) { walk_dirs(out, out); return; }   /* a bad --out: refused before any work */
     if (!S_ISDIR(st.st_mode)) die_input(out, "exists and is not a directory");
     if (!own || dir_is_empty(out)) return;
     char *p = xasprintf("%s/%s", out, own);
