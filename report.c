@@ -1125,6 +1125,61 @@ static void md_params(Text *o, const Run *R) {
     free(pm);
 }
 
+/* genbench by skill (MMBench reports its abilities one by one): per row, each category's
+ * accuracy by the letter rule and by option likelihood, from results.json's
+ * genbench_categories. Rows: each setting's before row, oracle and unlearning cells. */
+enum { GB_MAX_CAT = 8 };
+
+static double gb_value(const Row *r, const char *cat, const char *task) {
+    const Json *c = r->results ? json_get(json_get(json_get(r->results, "genbench_categories"), cat), task) : NULL;
+    const Json *n = c ? json_get(c, "n") : NULL;
+    if (n && n->type == JSON_NUMBER && n->number == 0) return NAN;
+    return c ? json_path_number(c, "value") : NAN;
+}
+
+static void md_genbench(Text *o, const Run *R, const char *const *settings, int n_settings) {
+    const char *cat[GB_MAX_CAT];
+    double n_items[GB_MAX_CAT];
+    int nc = 0;
+    for (int i = 0; i < R->n && nc == 0; i++) {         /* the categories, in eval's order */
+        const Json *g = R->rows[i].results ? json_get(R->rows[i].results, "genbench_categories") : NULL;
+        for (size_t k = 0; g && g->type == JSON_OBJECT && k < g->len && nc < GB_MAX_CAT; k++) {
+            n_items[nc] = json_path_number(json_get(g->items[k], "mc"), "n");
+            cat[nc++] = g->keys[k];
+        }
+    }
+    if (nc == 0) { text_puts(o, "No genbench categories measured yet.\n\n"); return; }
+    MdTable t;
+    char align[GB_MAX_CAT + 3] = "ll";
+    for (int c = 0; c < nc; c++) strcat(align, "r");
+    md_init(&t, 2 + nc, align);
+    md_cell(&t, "setting");
+    md_cell(&t, "method");
+    for (int c = 0; c < nc; c++)
+        if (isfinite(n_items[c])) md_cellf(&t, "%s (%.0f) MC / lik ↑", cat[c], n_items[c]);
+        else md_cellf(&t, "%s MC / lik ↑", cat[c]);
+    md_end_row(&t);
+    for (int s = 0; s < n_settings; s++)
+        for (int pass = 0; pass < 3; pass++)            /* before, oracle, then the cells in plan order */
+            for (int i = 0; i < R->n; i++) {
+                const Row *r = &R->rows[i];
+                static const char *const kind[3] = {"before", "oracle", "unlearn"};
+                if (strcmp(r->setting, settings[s]) != 0 || strcmp(r->kind, kind[pass]) != 0) continue;
+                if (pass == 2 && (strcmp(r->params, "llm") != 0 || strstr(r->id, "-alldata"))) continue;
+                md_cell(&t, settings[s]);
+                md_cell(&t, row_label(r));
+                for (int c = 0; c < nc; c++) {
+                    char a[32], b[32];
+                    fmt_value(a, sizeof a, gb_value(r, cat[c], "mc"), 1);
+                    fmt_value(b, sizeof b, gb_value(r, cat[c], "mc_likelihood"), 1);
+                    md_cellf(&t, "%s / %s", a, b);
+                }
+                md_end_row(&t);
+            }
+    md_render(&t, o);
+    md_free(&t);
+}
+
 /* Per method: unlearning with the QA pairs (default) vs with every pre-training item. */
 static void md_forget_data(Text *o, const Run *R) {
     MdTable t;
@@ -1419,6 +1474,16 @@ static void write_md(const Run *R, const Findings *F, Json *timing, Text *o) {
                      "The default forgets the celebrities' QA pairs only (what a deletion request can name); this "
                      "ablation unlearns with every pre-training item about them.\n\n");
         md_forget_data(o, R);
+    }
+    {
+        static const char *const gb_settings[2] = {"finetuned", "pretrained"};
+        text_puts(o, "## General capability by skill (genbench)\n\n"
+                     "genbench's categories one by one (the *genbench* columns above pool them): "
+                     "each cell is the accuracy by the letter rule / by option likelihood, with the number of "
+                     "questions in the header (one question of 20 is 5 points). The scene "
+                     "questions ask for a figure's count, shape, colour or position (image+text), "
+                     "*fact* the general facts (text-only).\n\n");
+        md_genbench(o, R, gb_settings, 2);
     }
     text_puts(o, "## Fine-tuned vs pre-trained\n\n![utility lost vs forgetting](plots/ft_vs_pt.svg)\n\n"
                  "Each method is a circle (finetuned) and a square (pretrained): x = forget drop, y = utility lost "

@@ -153,7 +153,7 @@ check "resumed from the saved training state" test ! -e "$RUN/base_pt.state"
 # --- 3. the report's structure ----------------------------------------------------------
 for s in '# PULSE protocol report' '## Provenance' '## Findings' '**Finding 1.' '**Finding 2.' '## Gates' \
          '## Celebrity selection' '## Fine-tuned knowledge' '## Pre-trained knowledge' '## Sequential unlearning' \
-         '## Ablation: which parameters' '## Hyper-parameters' '## Time' 'lower is better' '| before unlearning' \
+         '## Ablation: which parameters' '## General capability by skill' '## Hyper-parameters' '## Time' 'lower is better' '| before unlearning' \
          '| oracle'; do
     if grep -qF -- "$s" "$RUN/report.md" 2>/dev/null; then ok; else bad "report.md lacks '$s'"; fi
 done

@@ -21,6 +21,12 @@
 
 static int contains(const char *hay, const char *needle) { return strstr(hay, needle) != NULL; }
 
+/* needle occurs in the line that starts at `line` (its newline included) */
+static int in_line(const char *line, const char *needle) {
+    const char *hit = line ? strstr(line, needle) : NULL, *end = line ? strchr(line, '\n') : NULL;
+    return hit && (!end || hit <= end);
+}
+
 static int count_of(const char *hay, const char *needle) {
     int n = 0;
     for (const char *p = hay; (p = strstr(p, needle)); p += strlen(needle)) n++;
@@ -268,8 +274,10 @@ static void put_results(const char *dir, double forget, double retain, double ge
              "             \"mc_likelihood\": {\"all\": {\"value\": %g, \"n\": 20}}},"
              "\"retain\": {\"mc\": {\"all\": {\"value\": %g, \"n\": 50}}, \"mc_likelihood\": {\"all\": {\"value\": %g, \"n\": 50}}},"
              "\"genbench\": {\"mc\": {\"all\": {\"value\": %g, \"n\": 30}}, \"mc_likelihood\": {\"all\": {\"value\": %g, \"n\": 30}}}},"
+             "\"genbench_categories\": {\"count\": {\"mc\": {\"value\": %g, \"n\": 20}, \"mc_likelihood\": {\"value\": %g, \"n\": 20}},"
+             "  \"position\": {\"mc\": {\"value\": 45, \"n\": 20}, \"mc_likelihood\": {\"value\": 0, \"n\": 0}}},"
              "\"mia\": {\"min_k\": {\"all\": {\"auc\": 0.75}}}, \"privleak\": {\"min_k\": {\"all\": {\"value\": -12.5}}}}",
-             forget - 5, forget + 5, forget, retain, retain, genbench, genbench);
+             forget - 5, forget + 5, forget, retain, retain, genbench, genbench, genbench, genbench + 2.5);
     put(rel, buf);
     snprintf(rel, sizeof rel, "%s/cell.json", dir);
     put(rel, "{\"status\": \"ok\", \"steps\": 12, \"seconds_unlearn\": 1.5, \"seconds_eval\": 2.25, "
@@ -331,6 +339,17 @@ static void test_run_dir(void) {
     TEST(contains(md, "**Finding 2. Sequential unlearning collapses"), "finding 2 stated");
     TEST(contains(md, "| before unlearning"), "before row");
     TEST(contains(md, "| ga / proj+llm"), "params ablation row");
+    /* genbench by skill: before, then the llm cells of each setting; "-" where n is 0 */
+    const char *gb0 = strstr(md, "## General capability by skill");
+    char *gb = gb0 ? xstrdup(gb0) : NULL;
+    if (gb && strstr(gb + 1, "\n## ")) *strstr(gb + 1, "\n## ") = 0;    /* the section alone */
+    TEST(gb && contains(gb, "count (20) MC / lik") && contains(gb, "position (20) MC / lik"), "genbench section and header");
+    const char *fga = gb ? strstr(gb, "| finetuned  | ga ") : NULL, *pb = gb ? strstr(gb, "| pretrained | before ") : NULL;
+    TEST(in_line(fga, " 90.0 / 92.5 |") && in_line(fga, " 45.0 / - |\n"), "finetuned ga's categories (no items: '-')");
+    TEST(in_line(pb, " 95.0 / 97.5 |"), "pretrained before row");
+    TEST(gb && count_of(gb, "| ga ") == 2 && count_of(gb, "| npo ") == 2 && count_of(gb, "| before unlearning ") == 2 &&
+         !contains(gb, "proj+llm") && !contains(gb, "sequential"), "the llm cells of both settings, no other rows");
+    free(gb);
     TEST(contains(md, "| base_pt "), "timing table reads state/*.json");
 
     p = xasprintf("%s/results.csv", tmpdir);
