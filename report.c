@@ -1148,7 +1148,10 @@ static void md_genbench(Text *o, const Run *R, const char *const *settings, int 
             cat[nc++] = g->keys[k];
         }
     }
-    if (nc == 0) { text_puts(o, "No genbench categories measured yet.\n\n"); return; }
+    int n_rows = 0;
+    for (int i = 0; i < R->n; i++)
+        for (int s = 0; s < n_settings; s++) n_rows += strcmp(R->rows[i].setting, settings[s]) == 0;
+    if (nc == 0 || n_rows == 0) { text_puts(o, "No genbench categories measured yet.\n\n"); return; }
     MdTable t;
     char align[GB_MAX_CAT + 3] = "ll";
     for (int c = 0; c < nc; c++) strcat(align, "r");
