@@ -952,21 +952,30 @@ static const char *row_label(const Row *r) {
 }
 
 /* The accuracy table and the other-metrics table of one setting. */
-static void md_setting(Text *o, const Run *R, const char *setting) {
+/* The rows of a setting's tables: its before row, its oracle, then its main unlearning
+ * cells (LoRA on the LLM, the QA-pair forget data) in plan order. Returns how many. */
+static int setting_rows(const Run *R, const char *setting, const Row **list, int max) {
     char id[96];
-    snprintf(id, sizeof id, "%s-before", setting);
-    const Row *before = find_row(R, id);
-    const Row *list[64];
     int n = 0;
-    if (before) list[n++] = before;
+    snprintf(id, sizeof id, "%s-before", setting);
+    if (find_row(R, id) && n < max) list[n++] = find_row(R, id);
     snprintf(id, sizeof id, "%s-oracle", setting);
-    if (find_row(R, id)) list[n++] = find_row(R, id);
-    for (int i = 0; i < R->n && n < 64; i++) {
+    if (find_row(R, id) && n < max) list[n++] = find_row(R, id);
+    for (int i = 0; i < R->n && n < max; i++) {
         const Row *r = &R->rows[i];
         if (strcmp(r->kind, "unlearn") == 0 && strcmp(r->setting, setting) == 0 && strcmp(r->params, "llm") == 0 &&
             strstr(r->id, "-alldata") == NULL)
             list[n++] = r;
     }
+    return n;
+}
+
+static void md_setting(Text *o, const Run *R, const char *setting) {
+    char id[96];
+    snprintf(id, sizeof id, "%s-before", setting);
+    const Row *before = find_row(R, id);
+    const Row *list[64];
+    int n = setting_rows(R, setting, list, 64);
     /* table 1: accuracies (the paper's layout) and the derived efficacy / retention */
     MdTable t;
     md_init(&t, 16, "lrrrrrrrrrrrrrrr");
@@ -1127,7 +1136,7 @@ static void md_params(Text *o, const Run *R) {
 
 /* genbench by skill (MMBench reports its abilities one by one): per row, each category's
  * accuracy by the letter rule and by option likelihood, from results.json's
- * genbench_categories. Rows: each setting's before row, oracle and unlearning cells. */
+ * genbench_categories. Rows: setting_rows of each setting, as in its own tables. */
 enum { GB_MAX_CAT = 8 };
 
 static double gb_value(const Row *r, const char *cat, const char *task) {
@@ -1148,9 +1157,14 @@ static void md_genbench(Text *o, const Run *R, const char *const *settings, int 
             cat[nc++] = g->keys[k];
         }
     }
+    const Row *list[128];
+    const char *list_setting[128];
     int n_rows = 0;
-    for (int i = 0; i < R->n; i++)
-        for (int s = 0; s < n_settings; s++) n_rows += strcmp(R->rows[i].setting, settings[s]) == 0;
+    for (int s = 0; s < n_settings; s++) {
+        int k = setting_rows(R, settings[s], list + n_rows, 128 - n_rows);
+        for (int j = 0; j < k; j++) list_setting[n_rows + j] = settings[s];
+        n_rows += k;
+    }
     if (nc == 0 || n_rows == 0) { text_puts(o, "No genbench categories measured yet.\n\n"); return; }
     MdTable t;
     char align[GB_MAX_CAT + 3] = "ll";
@@ -1162,23 +1176,17 @@ static void md_genbench(Text *o, const Run *R, const char *const *settings, int 
         if (isfinite(n_items[c])) md_cellf(&t, "%s (%.0f) MC / lik ↑", cat[c], n_items[c]);
         else md_cellf(&t, "%s MC / lik ↑", cat[c]);
     md_end_row(&t);
-    for (int s = 0; s < n_settings; s++)
-        for (int pass = 0; pass < 3; pass++)            /* before, oracle, then the cells in plan order */
-            for (int i = 0; i < R->n; i++) {
-                const Row *r = &R->rows[i];
-                static const char *const kind[3] = {"before", "oracle", "unlearn"};
-                if (strcmp(r->setting, settings[s]) != 0 || strcmp(r->kind, kind[pass]) != 0) continue;
-                if (pass == 2 && (strcmp(r->params, "llm") != 0 || strstr(r->id, "-alldata"))) continue;
-                md_cell(&t, settings[s]);
-                md_cell(&t, row_label(r));
-                for (int c = 0; c < nc; c++) {
-                    char a[32], b[32];
-                    fmt_value(a, sizeof a, gb_value(r, cat[c], "mc"), 1);
-                    fmt_value(b, sizeof b, gb_value(r, cat[c], "mc_likelihood"), 1);
-                    md_cellf(&t, "%s / %s", a, b);
-                }
-                md_end_row(&t);
-            }
+    for (int i = 0; i < n_rows; i++) {
+        md_cell(&t, list_setting[i]);
+        md_cell(&t, row_label(list[i]));
+        for (int c = 0; c < nc; c++) {
+            char a[32], b[32];
+            fmt_value(a, sizeof a, gb_value(list[i], cat[c], "mc"), 1);
+            fmt_value(b, sizeof b, gb_value(list[i], cat[c], "mc_likelihood"), 1);
+            md_cellf(&t, "%s / %s", a, b);
+        }
+        md_end_row(&t);
+    }
     md_render(&t, o);
     md_free(&t);
 }
