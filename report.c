@@ -951,16 +951,17 @@ static const char *row_label(const Row *r) {
     return r->method;
 }
 
-/* The accuracy table and the other-metrics table of one setting. */
 /* The rows of a setting's tables: its before row, its oracle, then its main unlearning
  * cells (LoRA on the LLM, the QA-pair forget data) in plan order. Returns how many. */
 static int setting_rows(const Run *R, const char *setting, const Row **list, int max) {
-    char id[96];
+    static const char *const fixed[2] = {"before", "oracle"};
     int n = 0;
-    snprintf(id, sizeof id, "%s-before", setting);
-    if (find_row(R, id) && n < max) list[n++] = find_row(R, id);
-    snprintf(id, sizeof id, "%s-oracle", setting);
-    if (find_row(R, id) && n < max) list[n++] = find_row(R, id);
+    for (int k = 0; k < 2; k++) {
+        char id[96];
+        snprintf(id, sizeof id, "%s-%s", setting, fixed[k]);
+        const Row *r = find_row(R, id);
+        if (r && n < max) list[n++] = r;
+    }
     for (int i = 0; i < R->n && n < max; i++) {
         const Row *r = &R->rows[i];
         if (strcmp(r->kind, "unlearn") == 0 && strcmp(r->setting, setting) == 0 && strcmp(r->params, "llm") == 0 &&
@@ -970,6 +971,7 @@ static int setting_rows(const Run *R, const char *setting, const Row **list, int
     return n;
 }
 
+/* The accuracy table and the other-metrics table of one setting. */
 static void md_setting(Text *o, const Run *R, const char *setting) {
     char id[96];
     snprintf(id, sizeof id, "%s-before", setting);
