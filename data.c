@@ -2648,6 +2648,7 @@ static void ld_option_answers(Loader *L, const Ctx *c, const Json *q, EvalItem *
 typedef struct ProfileArg {
     Kind kind;
     EvalSource src;
+    unsigned char *seen;        /* per person: already in this file */
 } ProfileArg;
 
 /* One person of full/test/celebrity/holdout.jsonl: its evaluation items, prompts rendered
@@ -2658,6 +2659,7 @@ static void ld_profile_line(Loader *L, const Ctx *c, const Json *j, void *arg) {
     int pi = ld_person(L, c, req_int(c, j, "ID", 1, L->max_id));
     Person *p = &w->people[pi];
     if (p->kind != pa->kind) bad(c, "person %d is not %s", p->id, kind_name(pa->kind));
+    if (pa->seen[pi]++) bad(c, "person %d has a second line", p->id);
     if (strcmp(req_str(c, L->pool, j, "name"), p->name) != 0) bad(c, "name does not match people.jsonl");
     const Json *cls = req(c, j, "Classification_Task", JSON_OBJECT);
     static const char *const lists[2] = {"Image_Textual_Questions", "Pure_Text_Questions"};
@@ -2815,6 +2817,83 @@ static void ld_manifest(Loader *L, const Json *wj, const char *wpath) {
     free(mpath);
 }
 
+/* The splits' structure (docs/world.md, "Splits"), so that a hand-edited world cannot
+ * count a person twice or forget someone it also retains: no ID twice in a split; each
+ * split of one kind (celebrity, holdout, else fictitious), and the splits named after a
+ * kind holding every person of it; forget_5 within forget_10 within forget_15; each retain
+ * split the fictitious people not in its forget split; the sequential groups, when
+ * written, forget_10 cut into disjoint parts. */
+static char *split_path(const Loader *L, const char *name) { return xasprintf("%s/splits/%s.json", L->dir, name); }
+
+static void ld_check_splits(Loader *L) {
+    World *w = L->w;
+    int *in = xcalloc((size_t)w->n_people, sizeof *in);
+    int n_fict = 0;
+    for (int i = 0; i < w->n_people; i++) n_fict += w->people[i].kind == KIND_FICTITIOUS;
+    for (int s = 0; s < w->n_splits; s++) {
+        const Split *sp = &w->splits[s];
+        char *path = split_path(L, sp->name);
+        Ctx c = {path, 0};
+        Kind want = !strcmp(sp->name, "celebrity") ? KIND_CELEBRITY : !strcmp(sp->name, "holdout") ? KIND_HOLDOUT : KIND_FICTITIOUS;
+        memset(in, 0, (size_t)w->n_people * sizeof *in);
+        for (int i = 0; i < sp->n; i++) {
+            const Person *p = &w->people[sp->people[i]];
+            if (in[sp->people[i]]++) bad(&c, "person %d is listed twice", p->id);
+            if (p->kind != want) bad(&c, "person %d is of kind %s, not %s", p->id, kind_name(p->kind), kind_name(want));
+        }
+        if (!strcmp(sp->name, kind_name(want)))         /* fictitious, celebrity, holdout: everyone */
+            for (int i = 0; i < w->n_people; i++)
+                if (w->people[i].kind == want && !in[i]) bad(&c, "person %d (%s) is missing", w->people[i].id, kind_name(want));
+        free(path);
+    }
+    static const char *const forget[3] = {"forget_5", "forget_10", "forget_15"}, *const retain[3] = {"retain_95", "retain_90", "retain_85"};
+    for (int k = 0; k < 3; k++) {
+        const Split *f = world_split(w, forget[k]), *r = world_split(w, retain[k]);
+        memset(in, 0, (size_t)w->n_people * sizeof *in);
+        for (int i = 0; i < f->n; i++) in[f->people[i]] = 1;
+        char *path = split_path(L, retain[k]);
+        Ctx c = {path, 0};
+        for (int i = 0; i < r->n; i++)
+            if (in[r->people[i]]) bad(&c, "person %d is also in %s", w->people[r->people[i]].id, forget[k]);
+        if (f->n + r->n != n_fict) bad(&c, "%s and %s hold %d of the %d fictitious people", forget[k], retain[k], f->n + r->n, n_fict);
+        free(path);
+        if (k == 0) continue;
+        const Split *inner = world_split(w, forget[k - 1]);
+        path = split_path(L, inner->name);
+        c.path = path;
+        for (int i = 0; i < inner->n; i++)
+            if (!in[inner->people[i]]) bad(&c, "person %d is not in %s", w->people[inner->people[i]].id, forget[k]);
+        free(path);
+    }
+    const Split *f10 = world_split(w, "forget_10");
+    memset(in, 0, (size_t)w->n_people * sizeof *in);
+    for (int i = 0; i < f10->n; i++) in[f10->people[i]] = 1;
+    int n_seq = 0, covered = 0;
+    const char *last = NULL;
+    for (int s = 0; s < w->n_splits; s++) {
+        const Split *q = &w->splits[s];
+        if (strncmp(q->name, "seq_", 4) != 0) continue;
+        char *path = split_path(L, q->name);
+        Ctx c = {path, 0};
+        for (int i = 0; i < q->n; i++) {
+            int pi = q->people[i];
+            if (in[pi] == 0) bad(&c, "person %d is not in forget_10", w->people[pi].id);
+            if (in[pi] == 2) bad(&c, "person %d is in another sequential group too", w->people[pi].id);
+            in[pi] = 2;
+            covered++;
+        }
+        free(path);
+        n_seq++;
+        last = q->name;
+    }
+    if (n_seq > 0 && covered != f10->n) {
+        char *path = split_path(L, last);
+        Ctx c = {path, 0};
+        bad(&c, "the %d sequential groups hold %d of forget_10's %d people", n_seq, covered, f10->n);
+    }
+    free(in);
+}
+
 World *world_load(const char *dir) {
     Loader L = {0};
     World *w = xcalloc(1, sizeof *w);
@@ -2929,8 +3008,11 @@ World *world_load(const char *dir) {
         sp->n = (int)a->len;
         sp->people = pool_alloc(pool, (a->len + 1) * sizeof *sp->people);
         for (size_t i = 0; i < a->len; i++) {
-            if (a->items[i]->type != JSON_NUMBER || a->items[i]->number != floor(a->items[i]->number)) bad(&sc, "expected integer IDs");
-            sp->people[i] = ld_person(&L, &sc, (long)a->items[i]->number);
+            const Json *v = a->items[i];
+            /* compare before converting: (long) of an out-of-range double is undefined */
+            if (v->type != JSON_NUMBER || v->number != floor(v->number)) bad(&sc, "expected integer IDs");
+            if (!(v->number >= 1 && v->number <= (double)L.max_id)) bad(&sc, "no person with ID %.17g", v->number);
+            sp->people[i] = ld_person(&L, &sc, (long)v->number);
         }
         json_free(a);
         free(path);
@@ -2938,6 +3020,7 @@ World *world_load(const char *dir) {
     static const char *const required[] = {"forget_5", "forget_10", "forget_15", "retain_95", "retain_90", "retain_85", "celebrity", "holdout"};
     for (size_t k = 0; k < sizeof required / sizeof *required; k++)
         if (!world_split(w, required[k])) bad(&c, "split \"%s\" is missing", required[k]);
+    ld_check_splits(&L);
     /* Training items: pre-training, then fine-tuning. */
     int n_items = ld_count_lines(&L, "train_pt.jsonl") + ld_count_lines(&L, "train_ft.jsonl");
     w->items = xcalloc((size_t)(n_items ? n_items : 1), sizeof *w->items);
@@ -2956,14 +3039,23 @@ World *world_load(const char *dir) {
     }
     w->eval = xcalloc((size_t)(n_eval ? n_eval : 1), sizeof *w->eval);
     (void)counts;
-    ProfileArg pa = {KIND_FICTITIOUS, EVAL_PROFILE};
-    ld_jsonl(&L, "full.jsonl", ld_profile_line, &pa);
-    pa.kind = KIND_CELEBRITY;
-    ld_jsonl(&L, "celebrity.jsonl", ld_profile_line, &pa);
-    pa.kind = KIND_HOLDOUT;
-    ld_jsonl(&L, "holdout.jsonl", ld_profile_line, &pa);
-    pa.kind = KIND_FICTITIOUS; pa.src = EVAL_TEST;
-    ld_jsonl(&L, "test.jsonl", ld_profile_line, &pa);
+    /* in this order (the evaluation items' order): full, celebrity, holdout, test */
+    static const int load_order[4] = {0, 2, 3, 1};
+    static const Kind profile_kinds[4] = {KIND_FICTITIOUS, KIND_FICTITIOUS, KIND_CELEBRITY, KIND_HOLDOUT};
+    unsigned char *seen = xmalloc((size_t)w->n_people + 1);
+    for (int k = 0; k < 4; k++) {
+        int f = load_order[k];
+        ProfileArg pa = {profile_kinds[f], f == 1 ? EVAL_TEST : EVAL_PROFILE, seen};
+        memset(seen, 0, (size_t)w->n_people + 1);
+        ld_jsonl(&L, profile_files[f], ld_profile_line, &pa);
+        for (int i = 0; i < w->n_people; i++)
+            if (w->people[i].kind == pa.kind && !seen[i]) {
+                char *path = ld_path(&L, profile_files[f]);
+                Ctx pc = {path, 0};
+                bad(&pc, "person %d (%s) has no line", w->people[i].id, kind_name(pa.kind));
+            }
+    }
+    free(seen);
     ld_jsonl(&L, "genbench.jsonl", ld_genbench_line, NULL);
     link_avoid(w);
 

@@ -16,6 +16,7 @@
  * that a world.json without n_mc_context loads as having none. The raw material is read
  * from $PULSE_RAW or ./data (make test runs from the repository root).
  */
+#include <ctype.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -737,6 +738,71 @@ static void test_option_answers_refused(const char *dir) {
     free(t);
 }
 
+/* The first ID of dir/splits/NAME.json. */
+static int first_id(const char *dir, const char *name) {
+    char rel[64];
+    snprintf(rel, sizeof rel, "splits/%s.json", name);
+    size_t n;
+    char *t = read_all(dir, rel, &n);
+    int id = -1;
+    CHECK(sscanf(t, "[%d", &id) == 1);
+    free(t);
+    return id;
+}
+
+/* The splits' structure and one line per person in a profile file (behind the hashes). */
+static void test_structure_refused(const char *dir) {
+    char to[64];
+    size_t n10, n90;
+    int f5 = first_id(dir, "forget_5"), r90 = first_id(dir, "retain_90"), celeb = first_id(dir, "celebrity");
+    snprintf(to, sizeof to, "[%d,", f5);
+    expect_field_refused(dir, "splits/forget_5.json", "[", to, "listed twice", "an ID twice in a split");
+    expect_field_refused(dir, "splits/retain_95.json", "[", to, "also in forget_5", "a forgotten person retained");
+    expect_field_refused(dir, "splits/celebrity.json", "[", to, "not celebrity", "a fictitious person in celebrity");
+    snprintf(to, sizeof to, "[%d,", celeb);
+    expect_field_refused(dir, "splits/fictitious.json", "[", to, "not fictitious", "a celebrity in fictitious");
+    snprintf(to, sizeof to, "[%d,", r90);
+    expect_field_refused(dir, "splits/seq_1.json", "[", to, "not in forget_10", "a sequential group outside forget_10");
+    expect_field_refused(dir, "splits/holdout.json", "[", "[1e308,", "no person with ID", "an ID out of every range");
+    char *fict = read_all(dir, "splits/fictitious.json", &n10);
+    char *cut = strchr(fict, ',');
+    CHECK(cut);
+    char *shorter = xasprintf("[%s", cut + 1);        /* the first person left out */
+    write_bytes(dir, "splits/fictitious.json", shorter, strlen(shorter));
+    reseal(dir);
+    expect_refused_naming(dir, "splits/fictitious.json", "is missing", "a person left out of fictitious");
+    write_bytes(dir, "splits/fictitious.json", fict, n10);
+    reseal(dir);
+    free(shorter); free(fict);
+    /* forget_5 not within forget_10: forget_10 and retain_90 trade a forget_5 person for a
+     * retained one, so both still cover the fictitious people */
+    char *s10 = read_all(dir, "splits/forget_10.json", &n10), *s90 = read_all(dir, "splits/retain_90.json", &n90);
+    char from[32], with[32];
+    snprintf(from, sizeof from, "%d", f5);
+    snprintf(with, sizeof with, "%d", r90);
+    char *a = strstr(s10, from), *b = strstr(s90, with);
+    CHECK(a && b && !isdigit((unsigned char)a[-1]) && !isdigit((unsigned char)a[strlen(from)]) &&
+          !isdigit((unsigned char)b[-1]) && !isdigit((unsigned char)b[strlen(with)]));
+    char *e10 = xasprintf("%.*s%s%s", (int)(a - s10), s10, with, a + strlen(from));
+    char *e90 = xasprintf("%.*s%s%s", (int)(b - s90), s90, from, b + strlen(with));
+    write_bytes(dir, "splits/forget_10.json", e10, strlen(e10));
+    write_bytes(dir, "splits/retain_90.json", e90, strlen(e90));
+    reseal(dir);
+    expect_refused_naming(dir, "splits/forget_5.json", "not in forget_10", "forget_5 not within forget_10");
+    write_bytes(dir, "splits/forget_10.json", s10, n10);
+    write_bytes(dir, "splits/retain_90.json", s90, n90);
+    reseal(dir);
+    free(e10); free(e90); free(s10); free(s90);
+    /* a person's profile line twice */
+    size_t n;
+    char *full = read_all(dir, "full.jsonl", &n), *nl = strchr(full, '\n');
+    CHECK(nl);
+    char *line = xasprintf("%.*s", (int)(nl + 1 - full), full), *twice = xasprintf("%s%s", line, line);
+    expect_field_refused(dir, "full.jsonl", line, twice, "second line", "a profile line twice");
+    expect_field_refused(dir, "full.jsonl", line, "", "has no line", "a person without a profile line");
+    free(twice); free(line); free(full);
+}
+
 static void test_refusals(const char *base, const char *w1) {
     /* A corrupted copy of each kind of file. */
     char *dir = xasprintf("%s/bad", base);
@@ -777,6 +843,7 @@ static void test_refusals(const char *base, const char *w1) {
     expect_record_refused(dir, "splits/forget_5.json", "[", "[999,", "unknown ID");
     expect_record_refused(dir, "celebrity.jsonl", "\"Mask_Task\":[", "\"Mask_Task\":7,\"w\":[", "wrong type");
     test_option_answers_refused(dir);
+    test_structure_refused(dir);
     /* mc_context: without an attribute; a stem that does not state the correct value. */
     expect_record_refused(dir, "train_pt.jsonl", "\"format\":\"mc_context\",\"attribute\":\"",
                           "\"format\":\"mc_context\",\"attribute\":null,\"x\":\"", "mc_context without attribute");
