@@ -516,11 +516,13 @@ static const char BUILTIN_CORPUS[] =
 
 static int cmp_str(const void *a, const void *b) { return strcmp(*(char *const *)a, *(char *const *)b); }
 
-/* The texts of the .txt files of DIR in name order (deterministic), or the built-in corpus. */
-static char **corpus_texts(const char *dir, int *n) {
+/* The texts of the .txt files of DIR in name order (deterministic), or the built-in corpus
+ * when DIR has none; `given` (DIR named on the command line): no .txt file is bad input. */
+static char **corpus_texts(const char *dir, int given, int *n) {
     char **names = NULL, **texts = NULL;
     int k = 0;
     DIR *d = dir ? opendir(dir) : NULL;
+    if (!d && given) die_input(dir, "--corpus: cannot open the directory: %s", strerror(errno));
     if (d) {
         struct dirent *e;
         while ((e = readdir(d))) {
@@ -532,6 +534,7 @@ static char **corpus_texts(const char *dir, int *n) {
         }
         closedir(d);
     }
+    if (k == 0 && given) die_input(dir, "--corpus: the directory holds no .txt file");
     if (k == 0) {
         texts = xmalloc(sizeof *texts);
         texts[0] = xstrdup(BUILTIN_CORPUS);
@@ -553,12 +556,12 @@ int cmd_init(int argc, char **argv) {
         printf("usage: pulse init --config CONFIG.json --out DIR [--seed S] [--corpus DIR]\n"
                "  writes a randomly initialised LLaVA checkpoint (HF layout) for a HF LLaVA config.json;\n"
                "  its byte-level BPE tokenizer is trained on CORPUS/*.txt (default data/, a built-in\n"
-               "  text when there is none) to the config's vocab_size\n");
+               "  text when data/ has none; a given CORPUS must hold .txt files) to the config's vocab_size\n");
         return 0;
     }
     const char *cfgpath = args_str(&a, "config", NULL), *out = args_str(&a, "out", NULL);
     long seed = args_long(&a, "seed", 0, 0, 9007199254740991L);
-    const char *corpus = args_str(&a, "corpus", "data");
+    const char *corpus_arg = args_str(&a, "corpus", NULL), *corpus = corpus_arg ? corpus_arg : "data";
     args_done(&a);
     args_free(&a);
     if (!cfgpath || !out) die_input(NULL, "init: --config and --out are required (see pulse init --help)");
@@ -573,7 +576,7 @@ int cmd_init(int argc, char **argv) {
         die_input(cfgpath, "special ids (image_token_index %d, bos %d, eos %d, pad %d) disagree with the tokenizer's (%d, %d, %d, %d)",
                   c.image_token_index, c.bos_token_id, c.eos_token_id, c.pad_token_id, TOK_IMAGE, TOK_BOS, TOK_EOS, TOK_PAD);
     int nt;
-    char **texts = corpus_texts(corpus, &nt);
+    char **texts = corpus_texts(corpus, corpus_arg != NULL, &nt);
     uint64_t h = HASH64_INIT;
     for (int i = 0; i < nt; i++) h = hash64(texts[i], strlen(texts[i]) + 1, h);
     Tokenizer *tok = tok_train((const char *const *)texts, nt, c.vocab_size);

@@ -388,6 +388,20 @@ static void test_commands(void) {
     char *ck3 = path("init3", NULL);
     char *a1c[] = {"--config", cfg, "--out", ck3, "--corpus", corp};
     TEST(run_cmd(cmd_init, a1c, 6, out) == 2, "init with an unreachable vocab_size exits 2");
+    /* a --corpus that is missing or holds no .txt file is refused, not replaced by the
+     * built-in text; nothing is written */
+    char *cfg_ok = path("tiny-ok.json", NULL), *nocorp = path("no-such-corpus", NULL), *empty = path("empty-corpus", NULL);
+    Json *cj3 = config_to_json(&c);
+    json_save(cfg_ok, cj3);
+    json_free(cj3);
+    make_dirs(empty);
+    char *a1d[] = {"--config", cfg_ok, "--out", ck3, "--corpus", nocorp};
+    TEST(run_cmd(cmd_init, a1d, 6, out) == 2 && !file_exists(ck3), "init with a missing --corpus exits 2, writes nothing");
+    char *a1e[] = {"--config", cfg_ok, "--out", ck3, "--corpus", empty};
+    TEST(run_cmd(cmd_init, a1e, 6, out) == 2 && !file_exists(ck3), "init with a --corpus without .txt exits 2, writes nothing");
+    char *a1f[] = {"--config", cfg_ok, "--out", ck3, "--corpus", corp};
+    TEST(run_cmd(cmd_init, a1f, 6, out) == 0 && file_exists(ck3), "init with the test corpus and this config");
+    free(cfg_ok); free(nocorp); free(empty);
     free(ck3);
 
     /* score with an image: JSON fields against model_score */
