@@ -2616,6 +2616,8 @@ static void ld_mc(Loader *L, const Ctx *c, const Json *q, EvalItem *e) {
     for (int i = 0; i < DATA_MC_OPTIONS; i++) {
         char key[2] = {(char)('A' + i), 0};
         e->options[i] = req_str(c, L->pool, opts, key);
+        for (int k = 0; k < i; k++)
+            if (!strcmp(e->options[k], e->options[i])) bad(c, "\"Options\" %c and %c are the same", 'A' + k, 'A' + i);
     }
     e->n_options = DATA_MC_OPTIONS;
     const char *ca = req_str(c, L->pool, q, "Correct_Answer");
@@ -2661,6 +2663,7 @@ static void ld_profile_line(Loader *L, const Ctx *c, const Json *j, void *arg) {
     if (p->kind != pa->kind) bad(c, "person %d is not %s", p->id, kind_name(pa->kind));
     if (pa->seen[pi]++) bad(c, "person %d has a second line", p->id);
     if (strcmp(req_str(c, L->pool, j, "name"), p->name) != 0) bad(c, "name does not match people.jsonl");
+    unsigned char asked[N_TASKS][2][DATA_MAX_ATTRS] = {{{0}}};   /* one question per task, modality, attribute */
     const Json *cls = req(c, j, "Classification_Task", JSON_OBJECT);
     static const char *const lists[2] = {"Image_Textual_Questions", "Pure_Text_Questions"};
     for (int m = 0; m < 2; m++) {
@@ -2670,9 +2673,12 @@ static void ld_profile_line(Loader *L, const Ctx *c, const Json *j, void *arg) {
             if (q->type != JSON_OBJECT) bad(c, "%s[%zu] is not an object", lists[m], i);
             int a = ld_attr(L, c, req_str(c, L->pool, q, "Attribute"), 1);
             int img = m == 1 ? -1 : pa->src == EVAL_TEST ? ld_image(L, c, req_str(c, L->pool, q, "Image")) : p->image;
+            if (asked[TASK_MC][m][a]++) bad(c, "%s: a second question about %s", lists[m], w->attrs[a].name);
             EvalItem *e = ld_eval_new(L, pa->src, pi, a, TASK_MC, img);
             e->question = req_str(c, L->pool, q, "Question");
             ld_mc(L, c, q, e);
+            if (strcmp(e->truth, w->attrs[a].values[p->value[a]]) != 0)
+                bad(c, "%s: the correct option \"%s\" is not the person's %s", lists[m], e->truth, w->attrs[a].name);
             ld_option_answers(L, c, q, e);
         }
     }
@@ -2688,6 +2694,7 @@ static void ld_profile_line(Loader *L, const Ctx *c, const Json *j, void *arg) {
             int m = strcmp(type, "Image_Textual") == 0 ? 0 : strcmp(type, "Pure_Text") == 0 ? 1 : -1;
             if (m < 0) bad(c, "\"Type\" must be Image_Textual or Pure_Text");
             int img = m == 1 ? -1 : pa->src == EVAL_TEST ? ld_image(L, c, req_str(c, L->pool, q, "Image")) : p->image;
+            if (asked[task_of[t]][m][a]++) bad(c, "%s: a second %s question about %s", tasks[t], type, w->attrs[a].name);
             EvalItem *e = ld_eval_new(L, pa->src, pi, a, task_of[t], img);
             e->question = req_str(c, L->pool, q, "Question");
             e->truth = w->attrs[a].values[p->value[a]];
@@ -2921,8 +2928,9 @@ World *world_load(const char *dir) {
     const Json *nf = req(&c, pj, "n_forget", JSON_ARRAY);
     if (nf->len != 3) bad(&c, "\"n_forget\" needs 3 sizes");
     for (int k = 0; k < 3; k++) {
-        if (nf->items[k]->type != JSON_NUMBER) bad(&c, "\"n_forget\" must hold numbers");
-        P->n_forget[k] = (int)nf->items[k]->number;
+        double v = nf->items[k]->type == JSON_NUMBER ? nf->items[k]->number : -1;
+        if (!(v >= 0 && v <= 1000000 && v == floor(v))) bad(&c, "\"n_forget\" must hold integers in [0, 1000000]");
+        P->n_forget[k] = (int)v;
     }
     P->n_seq = (int)req_int(&c, pj, "n_seq", 1, 1000);
     P->n_attrs = (int)req_int(&c, pj, "n_attrs", 1, DATA_MAX_ATTRS);
@@ -2949,6 +2957,10 @@ World *world_load(const char *dir) {
         if (strcmp(req_str(&c, pool, o, "name"), attr_names[a]) != 0) bad(&c, "attributes[%d] must be \"%s\"", a, attr_names[a]);
         w->attrs[a].name = attr_names[a];
         w->attrs[a].values = req_strings(&c, pool, o, "values", N_PERTURBED + 1, &w->attrs[a].n_values);
+        for (int i = 0; i < w->attrs[a].n_values; i++)
+            for (int k = 0; k < i; k++)
+                if (!strcmp(w->attrs[a].values[i], w->attrs[a].values[k]))
+                    bad(&c, "attribute %s lists the value \"%s\" twice", attr_names[a], w->attrs[a].values[i]);
     }
     int nc;
     w->countries = req_strings(&c, pool, wj, "countries", 1, &nc);

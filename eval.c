@@ -1235,12 +1235,11 @@ static void write_predictions(const Ctx *c, const char *path) {
 }
 
 /* "value" of sets.<set>.<metric>.<modality>, or NAN. */
-static double res_value(const Json *sets, const char *set, const char *metric, const char *mod, long *n) {
+static double res_value(const Json *sets, const char *set, const char *metric, const char *mod) {
     const Json *a = json_get(sets, set);
     a = a ? json_get(a, metric) : NULL;
     a = a ? json_get(a, mod) : NULL;
     const Json *v = a ? json_get(a, "value") : NULL;
-    if (n) *n = a ? (long)json_get_number(a, "n", 0, "results") : 0;
     return v && v->type == JSON_NUMBER ? v->number : NAN;
 }
 
@@ -1264,14 +1263,14 @@ static void print_table(FILE *f, const Json *res, unsigned sets) {
         fprintf(f, "%-17s", set_names[s]);
         for (int k = 0; k < nc; k++) {
             fputc(' ', f);
-            cell(f, res_value(js, set_names[s], cols[k].metric, "image_text", NULL), 7, cols[k].prec);
+            cell(f, res_value(js, set_names[s], cols[k].metric, "image_text"), 7, cols[k].prec);
             fputc('|', f);
-            cell(f, res_value(js, set_names[s], cols[k].metric, "text_only", NULL), 7, cols[k].prec);
+            cell(f, res_value(js, set_names[s], cols[k].metric, "text_only"), 7, cols[k].prec);
         }
         fputc(' ', f);
-        cell(f, res_value(js, set_names[s], "prob", "all", NULL), 7, 3);
+        cell(f, res_value(js, set_names[s], "prob", "all"), 7, 3);
         fputc(' ', f);
-        cell(f, res_value(js, set_names[s], "truth_ratio", "all", NULL), 7, 3);
+        cell(f, res_value(js, set_names[s], "truth_ratio", "all"), 7, 3);
         fputc('\n', f);
     }
     fprintf(f, "(accuracies in %%; TR: truth ratio, closer_to_1_better on forget/test/celebrity_forget, "

@@ -37,6 +37,7 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <limits.h>
 #include <math.h>
 #include <stdarg.h>
 #include <stdio.h>
@@ -752,8 +753,15 @@ static void stage_celebrities(Ctx *c) {
         out[g] = xmalloc((groups[g]->len + 1) * sizeof(int));
         nout[g] = 0;
         for (size_t i = 0; i < groups[g]->len; i++) {
-            int idx = groups[g]->items[i]->type == JSON_NUMBER ? world_person_index(c->w, (int)groups[g]->items[i]->number) : -1;
+            const Json *v = groups[g]->items[i];
+            /* compare before converting: (int) of an out-of-range double is undefined */
+            int ok = v->type == JSON_NUMBER && v->number >= 1 && v->number <= INT_MAX && v->number == floor(v->number);
+            int idx = ok ? world_person_index(c->w, (int)v->number) : -1;
             if (idx < 0) die_input(path, "unknown person ID in the celebrity groups");
+            if (c->w->people[idx].kind != KIND_CELEBRITY) die_input(path, "person %d in the celebrity groups is not a celebrity", c->w->people[idx].id);
+            for (int h2 = 0; h2 <= g; h2++)
+                for (int k = 0; k < nout[h2]; k++)
+                    if (out[h2][k] == idx) die_input(path, "person %d is in the celebrity groups twice", c->w->people[idx].id);
             out[g][nout[g]++] = idx;
         }
     }

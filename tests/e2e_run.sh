@@ -264,6 +264,20 @@ check "pulse report rewrites the same report.md" cmp "$TMP/report1.md" "$RUN/rep
 usage_error "eval --forget ','" eval --data "$RUN/data" --model "$RUN/base_ft" --out "$TMP/ev" --forget ", "
 says "eval --forget ','" "names nobody"
 
+# the recorded celebrity groups, edited by hand: a fictitious person in them, or a
+# celebrity in both, is refused when the run is resumed (exit 2, the file named last)
+cp "$RUN/celebrities.json" "$TMP/celebrities.json"
+for edit in 's/[0-9][0-9]*/1/:is not a celebrity' 's/[0-9][0-9]*/FIRST_FORGET/:twice'; do
+    first=$(sed -n '/"forget": \[/{n;s/[^0-9]//gp;}' "$TMP/celebrities.json")
+    e=$(printf '%s' "${edit%%:*}" | sed "s/FIRST_FORGET/$first/")
+    sed "/\"retain\": \[/{n;$e;}" "$TMP/celebrities.json" >"$RUN/celebrities.json"
+    "$P" run --preset tiny --out "$RUN" >"$TMP/out" 2>"$TMP/err"
+    rc=$?
+    if [ "$rc" -eq 2 ] && tail -n 1 "$TMP/err" | grep -q "^pulse: .*celebrities.json: .*${edit#*:}"; then ok
+    else bad "edited celebrities.json (${edit#*:}): exit $rc, $(tail -n 1 "$TMP/err")"; fi
+done
+cp "$TMP/celebrities.json" "$RUN/celebrities.json"
+
 # --- 8. --unlearn-lr: only the cells at other rates are redone -------------------------
 # on a copy: GA at a given rate, NPO at twice its default; nothing is trained again
 LR=$TMP/run_lr

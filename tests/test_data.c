@@ -793,6 +793,31 @@ static void test_structure_refused(const char *dir) {
     write_bytes(dir, "splits/retain_90.json", s90, n90);
     reseal(dir);
     free(e10); free(e90); free(s10); free(s90);
+    /* a second question of one task and modality about the same attribute; an attribute
+     * value listed twice (a distractor could then equal the answer) */
+    expect_field_refused(dir, "full.jsonl", "\"Attribute\":\"birthplace\"}", "\"Attribute\":\"occupation\"}",
+                         "a second question about occupation", "two image MC questions about one attribute");
+    expect_field_refused(dir, "world.json", "\"actor\",\n        \"baker\"", "\"actor\",\n        \"actor\"",
+                         "lists the value \"actor\" twice", "an attribute value twice");
+    /* two options the same; a correct option that is not the person's value */
+    size_t nf;
+    char *fl = read_all(dir, "full.jsonl", &nf), *oa = strstr(fl, "\"Options\":{\"A\":\"");
+    CHECK(oa);
+    char *va = oa + strlen("\"Options\":{\"A\":\""), *ea = strchr(va, '"');
+    CHECK(ea && !strncmp(ea, "\",\"B\":\"", 7));
+    char *vb = ea + 7, *eb = strchr(vb, '"');
+    CHECK(eb);
+    char *from_o = xasprintf("%.*s", (int)(eb + 1 - oa), oa);
+    char *to_o = xasprintf("%.*s\",\"B\":\"%.*s\"", (int)(ea - oa), oa, (int)(ea - va), va);
+    expect_field_refused(dir, "full.jsonl", from_o, to_o, "are the same", "two options the same");
+    char *ca = strstr(oa, "\"Correct_Answer\":\"");
+    CHECK(ca);
+    char letter = ca[strlen("\"Correct_Answer\":\"")];
+    char from_c[32], to_c[32];
+    snprintf(from_c, sizeof from_c, "\"Correct_Answer\":\"%c\"", letter);
+    snprintf(to_c, sizeof to_c, "\"Correct_Answer\":\"%c\"", letter == 'A' ? 'B' : 'A');
+    expect_field_refused(dir, "full.jsonl", from_c, to_c, "is not the person's", "a correct option not the person's value");
+    free(from_o); free(to_o); free(fl);
     /* a person's profile line twice */
     size_t n;
     char *full = read_all(dir, "full.jsonl", &n), *nl = strchr(full, '\n');
