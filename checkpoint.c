@@ -426,8 +426,17 @@ void adapter_load(const char *dir, Model *m) {
     if (json_get_bool(j, "use_rslora", 0, p)) die_input(p, "use_rslora true is not supported");
     if (json_get_bool(j, "use_dora", 0, p)) die_input(p, "use_dora true is not supported");
     const Json *rp = json_get(j, "rank_pattern"), *ap = json_get(j, "alpha_pattern");
+    if ((rp && rp->type != JSON_NULL && rp->type != JSON_OBJECT) || (ap && ap->type != JSON_NULL && ap->type != JSON_OBJECT))
+        die_input(p, "rank_pattern / alpha_pattern must be objects");
     if ((rp && rp->type == JSON_OBJECT && rp->len) || (ap && ap->type == JSON_OBJECT && ap->len))
         die_input(p, "rank_pattern / alpha_pattern are not supported");
+    /* PEFT adapts only some layers, or saves whole modules, with these: not supported */
+    static const char *const whole[2] = {"layers_to_transform", "modules_to_save"};
+    for (int k = 0; k < 2; k++) {
+        const Json *v = json_get(j, whole[k]);
+        if (v && v->type != JSON_NULL && !(v->type == JSON_ARRAY && v->len == 0))
+            die_input(p, "%s is not supported (only null)", whole[k]);
+    }
     const Json *tm = json_get(j, "target_modules");
     if (!tm || tm->type != JSON_ARRAY || tm->len == 0)
         die_input(p, "target_modules must be a non-empty list of module names (a regex string is not supported)");

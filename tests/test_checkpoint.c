@@ -287,6 +287,9 @@ static void test_malformed(void) {
         {"adapter_config.json", "\"r\": 4", "\"r\": 5", "rank disagreeing with the tensors"},
         {"adapter_config.json", "\"LORA\"", "\"IA3\"", "not LoRA"},
         {"adapter_config.json", "\"use_rslora\": false", "\"use_rslora\": true", "rslora"},
+        {"adapter_config.json", "\"layers_to_transform\": null", "\"layers_to_transform\": [0]", "only some layers"},
+        {"adapter_config.json", "\"modules_to_save\": null", "\"modules_to_save\": [\"lm_head\"]", "whole modules saved"},
+        {"adapter_config.json", "\"rank_pattern\": {}", "\"rank_pattern\": [\"x\"]", "a rank pattern that is not an object"},
     };
     for (size_t i = 0; i < sizeof aed / sizeof aed[0]; i++) {
         remove_tree(adb);
