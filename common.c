@@ -48,9 +48,17 @@ _Noreturn void check_failedf(const char *file, int line, const char *fmt, ...) {
     abort();
 }
 
+static int input_silent;
+
+void die_input_silent(void) { input_silent = 1; }
+
 _Noreturn void die_input(const char *path, const char *fmt, ...) {
     va_list ap;
     fflush(stdout);
+    if (input_silent) {
+        remove_tmpfiles();
+        exit(2);
+    }
     if (path) fprintf(stderr, "pulse: %s: ", path);
     else fprintf(stderr, "pulse: ");
     va_start(ap, fmt); vfprintf(stderr, fmt, ap); va_end(ap);

@@ -32,6 +32,9 @@ _Noreturn void check_failedf(const char *file, int line, const char *fmt, ...)
  * registered temporary files, and exits with status 2. */
 _Noreturn void die_input(const char *path, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
+/* From now on die_input exits 2 without its line: `pulse run`'s pool copies, whose
+ * driver redoes every unit a copy leaves and so meets the same input and says it once. */
+void die_input_silent(void);
 /* Like die_input but for failures that are not the user's input (I/O errors, a
  * diverged run): exit status 1. */
 _Noreturn void die_internal(const char *fmt, ...) __attribute__((format(printf, 1, 2)));

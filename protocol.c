@@ -1641,6 +1641,7 @@ int cmd_run(int argc, char **argv) {
         if (sscanf(part, "%d/%d%c", &c.member, &c.nmembers, &tail) != 2 || c.nmembers < 2 || c.member < 1 ||
             c.member >= c.nmembers)
             die_input(NULL, "run: --cell-part must be K/N with 1 <= K < N (internal option)");
+        die_input_silent();     /* bad input met here is met again, and said, by the driver */
     }
     if (strcmp(c.ref_policy, "previous") != 0 && strcmp(c.ref_policy, "original") != 0)
         die_input(NULL, "run: --ref-policy must be previous or original, not '%s'", c.ref_policy);

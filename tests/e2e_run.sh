@@ -277,6 +277,13 @@ for edit in 's/[0-9][0-9]*/1/:is not a celebrity' 's/[0-9][0-9]*/FIRST_FORGET/:t
     else bad "edited celebrities.json (${edit#*:}): exit $rc, $(tail -n 1 "$TMP/err")"; fi
 done
 cp "$TMP/celebrities.json" "$RUN/celebrities.json"
+# a bad base_ft met by both processes of the pool is said once (the copy exits silently)
+cp "$RUN/base_ft/config.json" "$TMP/ft_config.json"
+sed 's/"layer_norm_eps": [0-9.e-]*/"layer_norm_eps": 0/' "$TMP/ft_config.json" >"$RUN/base_ft/config.json"
+for k in 1 2; do   # (the first run after a change may stop before the copy starts)
+    usage_error "a bad base_ft in a pool of two ($k)" run --preset tiny --out "$RUN" --procs 2 --quiet
+done
+cp "$TMP/ft_config.json" "$RUN/base_ft/config.json"
 
 # --- 8. --unlearn-lr: only the cells at other rates are redone -------------------------
 # on a copy: GA at a given rate, NPO at twice its default; nothing is trained again
