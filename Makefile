@@ -5,6 +5,8 @@
 #   make check      the same unit tests under AddressSanitizer + UndefinedBehaviorSanitizer
 #   make run        the whole PULSE protocol on the default (small) world into runs/small/
 #   make bench      kernel, training and evaluation throughput (never part of the tests)
+#   make fuzz       edited copies of every input file class against a sanitizer build
+#                   (tests/fuzz_inputs.py; FUZZ_ITERS cases per class; not part of the tests)
 #   make bench-torch  the same training step in PyTorch (tests/torch_bench.py; needs Debian's
 #                   python3-torch, skipped without it), to compare with `pulse bench train`
 #   make clean      remove build products
@@ -48,7 +50,7 @@ SRCS    := $(filter-out pulse.c,$(wildcard *.c))
 OBJS    := $(SRCS:%.c=$(BUILD)/%.o)
 TESTS   := $(patsubst tests/%.c,$(BUILD)/tests/%,$(wildcard tests/test_*.c))
 
-.PHONY: all test check run bench bench-torch clean unit
+.PHONY: all test check run bench bench-torch fuzz fuzz-bins clean unit
 
 all: pulse
 
@@ -85,6 +87,22 @@ unit-check: $(TESTS)
 run: pulse
 	./pulse run --preset small --out runs/small
 
+# Structured fuzzing (tests/fuzz_inputs.py): every case must exit 0, or 2 with one
+# "pulse: " line, under ASan + UBSan (-O1: at -O0 the cases take several times as long).
+FUZZ_ITERS ?= 100
+FUZZ_SAN   := -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all -fno-omit-frame-pointer
+fuzz: pulse
+	$(MAKE) --no-print-directory BUILD=build-fuzz OMP=0 OPT=-O1 EXTRA_CFLAGS="$(FUZZ_SAN)" fuzz-bins
+	python3 tests/fuzz_inputs.py --pulse ./pulse --san build-fuzz/pulse-san \
+	  --reseal build-fuzz/tests/fuzz_reseal --iters $(FUZZ_ITERS)
+
+fuzz-bins: CFLAGS += $(EXTRA_CFLAGS)
+fuzz-bins: LDFLAGS += $(EXTRA_CFLAGS)
+fuzz-bins: $(BUILD)/pulse-san $(BUILD)/tests/fuzz_reseal
+
+$(BUILD)/pulse-san: $(BUILD)/pulse.o $(OBJS)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
 bench: pulse
 	./pulse bench kernels
 	./pulse bench train
@@ -98,6 +116,6 @@ bench-torch: pulse
 	$(PYTHON_TORCH) tests/torch_bench.py --threads 1,2
 
 clean:
-	rm -rf build build-check pulse
+	rm -rf build build-check build-fuzz pulse
 
 -include $(OBJS:.o=.d) $(BUILD)/pulse.d $(TESTS:=.d)

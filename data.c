@@ -2244,6 +2244,36 @@ static uint64_t world_fingerprint(const char *manifest, size_t n, const Json *wj
     return h;
 }
 
+void world_reseal(const char *dir) {
+    char *mpath = xasprintf("%s/manifest.tsv", dir), *wpath = xasprintf("%s/world.json", dir);
+    size_t n;
+    char *man = read_file(mpath, &n);
+    Buf out = {0};
+    for (char *line = man; line && *line;) {
+        char *nl = strchr(line, '\n');
+        if (nl) *nl = 0;
+        const char *rel = strrchr(line, '\t');
+        if (line[0] == '#' || !rel) buf_printf(&out, "%s\n", line);
+        else {
+            char *path = xasprintf("%s/%s", dir, rel + 1);
+            size_t fn;
+            char *data = read_file(path, &fn);
+            buf_printf(&out, "%016llx\t%zu\t%s\n", (unsigned long long)hash64(data, fn, HASH64_INIT), fn, rel + 1);
+            free(data); free(path);
+        }
+        line = nl ? nl + 1 : NULL;
+    }
+    write_file_atomic(mpath, out.s, out.n);
+    Json *j = json_load(wpath);
+    if (j->type != JSON_OBJECT) die_input(wpath, "expected a JSON object");
+    char hex[20];
+    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)world_fingerprint(out.s, out.n, j));
+    json_set(j, "fingerprint", json_new_string(hex));
+    char *txt = json_dump(j, 2), *full = xasprintf("%s\n", txt);
+    write_file_atomic(wpath, full, strlen(full));
+    free(full); free(txt); json_free(j); free(out.s); free(man); free(mpath); free(wpath);
+}
+
 static int count_items(const World *w, int stage) {
     int n = 0;
     for (int i = 0; i < w->n_items; i++) n += w->items[i].stage == stage;

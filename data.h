@@ -228,6 +228,10 @@ int cmd_data(int argc, char **argv);
  * record's fields); bad or missing file -> die_input, one line, exit 2. */
 World *world_load(const char *dir);
 void world_free(World *w);
+/* Re-seals a world after a deliberate edit (tests, tests/fuzz_inputs.py): every manifest
+ * entry's hash and size recomputed, then the fingerprint, as `pulse data` writes them. The
+ * records themselves are checked only when world_load reads them. */
+void world_reseal(const char *dir);
 
 /* ----------------------------------------------------------------------------
  * Looking things up */

@@ -127,8 +127,6 @@ static void write_bytes(const char *dir, const char *rel, const char *data, size
     free(p);
 }
 
-static void reseal(const char *dir);
-
 static int in_list(const int *a, int n, int x) {
     for (int i = 0; i < n; i++)
         if (a[i] == x) return 1;
@@ -625,13 +623,13 @@ static void test_mc_context_old_world(const char *dir) {
     if (!hit) { free(wj); return; }
     hit[3] = 'X';                               /* "n_Xc_context": an unknown key */
     write_bytes(dir, "world.json", wj, n);
-    reseal(dir);
+    world_reseal(dir);
     World *w = world_load(dir);
     TEST(w->preset.n_mc_context == 0, "a world without n_mc_context loads with %d", w->preset.n_mc_context);
     world_free(w);
     hit[3] = 'm';
     write_bytes(dir, "world.json", wj, n);
-    reseal(dir);
+    world_reseal(dir);
     free(wj);
 }
 
@@ -655,45 +653,6 @@ static void test_faces_raw_refused(const char *base) {
     free(edited); free(t); free(out); free(cmd); free(raw);
 }
 
-/* Re-seals a world after an edit (new manifest hashes and fingerprint, computed as data.c
- * does), so that the record-level checks behind the hash check are reached. */
-static void reseal(const char *dir) {
-    size_t n;
-    char *man = read_all(dir, "manifest.tsv", &n), *out = xmalloc(n + 4096);
-    size_t k = 0;
-    for (char *line = man; line && *line;) {
-        char *nl = strchr(line, '\n');
-        if (nl) *nl = 0;
-        if (line[0] == '#') k += (size_t)sprintf(out + k, "%s\n", line);
-        else {
-            const char *rel = strrchr(line, '\t') + 1;
-            size_t fn;
-            char *data = read_all(dir, rel, &fn);
-            k += (size_t)sprintf(out + k, "%016llx\t%zu\t%s\n", (unsigned long long)hash64(data, fn, HASH64_INIT), fn, rel);
-            free(data);
-        }
-        line = nl ? nl + 1 : NULL;
-    }
-    write_bytes(dir, "manifest.tsv", out, k);
-    char *wpath = xasprintf("%s/world.json", dir);
-    Json *j = json_load(wpath);
-    uint64_t h = hash64(out, k, HASH64_INIT);
-    for (size_t i = 0; i < j->len; i++) {
-        if (strcmp(j->keys[i], "fingerprint") == 0) continue;
-        char *v = json_dump(j->items[i], 0);
-        h = hash64(j->keys[i], strlen(j->keys[i]) + 1, h);
-        h = hash64(v, strlen(v) + 1, h);
-        free(v);
-    }
-    char hex[32];
-    snprintf(hex, sizeof hex, "%016llx", (unsigned long long)h);
-    json_set(j, "fingerprint", json_new_string(hex));
-    char *txt = json_dump(j, 2);
-    char *full = xasprintf("%s\n", txt);
-    write_bytes(dir, "world.json", full, strlen(full));
-    free(full); free(txt); json_free(j); free(wpath); free(man); free(out);
-}
-
 /* Replaces the first occurrence of `from` in dir/rel by `to`, re-seals, expects refusal
  * with a message naming the file and, if field != NULL, that field. */
 static void expect_field_refused(const char *dir, const char *rel, const char *from, const char *to, const char *field,
@@ -704,10 +663,10 @@ static void expect_field_refused(const char *dir, const char *rel, const char *f
     if (!hit) { free(orig); return; }
     char *edited = xasprintf("%.*s%s%s", (int)(hit - orig), orig, to, hit + strlen(from));
     write_bytes(dir, rel, edited, strlen(edited));
-    reseal(dir);
+    world_reseal(dir);
     expect_refused_naming(dir, rel, field, label);
     write_bytes(dir, rel, orig, n);
-    reseal(dir);
+    world_reseal(dir);
     free(edited); free(orig);
 }
 
@@ -769,10 +728,10 @@ static void test_structure_refused(const char *dir) {
     CHECK(cut);
     char *shorter = xasprintf("[%s", cut + 1);        /* the first person left out */
     write_bytes(dir, "splits/fictitious.json", shorter, strlen(shorter));
-    reseal(dir);
+    world_reseal(dir);
     expect_refused_naming(dir, "splits/fictitious.json", "is missing", "a person left out of fictitious");
     write_bytes(dir, "splits/fictitious.json", fict, n10);
-    reseal(dir);
+    world_reseal(dir);
     free(shorter); free(fict);
     /* forget_5 not within forget_10: forget_10 and retain_90 trade a forget_5 person for a
      * retained one, so both still cover the fictitious people */
@@ -787,11 +746,11 @@ static void test_structure_refused(const char *dir) {
     char *e90 = xasprintf("%.*s%s%s", (int)(b - s90), s90, from, b + strlen(with));
     write_bytes(dir, "splits/forget_10.json", e10, strlen(e10));
     write_bytes(dir, "splits/retain_90.json", e90, strlen(e90));
-    reseal(dir);
+    world_reseal(dir);
     expect_refused_naming(dir, "splits/forget_5.json", "not in forget_10", "forget_5 not within forget_10");
     write_bytes(dir, "splits/forget_10.json", s10, n10);
     write_bytes(dir, "splits/retain_90.json", s90, n90);
-    reseal(dir);
+    world_reseal(dir);
     free(e10); free(e90); free(s10); free(s90);
     /* a second question of one task and modality about the same attribute; an attribute
      * value listed twice (a distractor could then equal the answer) */
@@ -855,7 +814,9 @@ static void test_refusals(const char *base, const char *w1) {
     write_bytes(dir, "world.json", wj, wn);
     free(wj); free(src);
     /* Record-level checks (behind the hashes): each refused with the file and line. */
-    reseal(dir);
+    world_reseal(dir);
+    TEST(same_file(w1, dir, "world.json") && same_file(w1, dir, "manifest.tsv"),
+         "re-sealing an unchanged world changed world.json or manifest.tsv");
     int lines;
     char msg[1024];
     int rc = run_child(child_load, dir, &lines, msg, sizeof msg);
