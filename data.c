@@ -230,6 +230,16 @@ static void raw_face(Raw *r, const char *path, int lineno, const char *line, voi
 static void raw_face_need(const Raw *r, const char *dir);
 
 /* Reads data/NAME and calls fn on every content line (trailing spaces and CR removed). */
+/* The special token's text that s holds, or NULL. A world's text never holds one: the
+ * tokenizer would turn "<image>" in an option into a second image token, "</s>" into an
+ * end of sequence. The raw material and every loaded string are checked. */
+static const char *special_in(const char *s) {
+    static const char *const special[] = {"<image>", "<s>", "</s>", "<pad>"};
+    for (size_t k = 0; k < sizeof special / sizeof *special; k++)
+        if (strstr(s, special[k])) return special[k];
+    return NULL;
+}
+
 static void raw_lines(Raw *r, const char *name, void (*fn)(Raw *, const char *, int, const char *, void *), void *ctx) {
     char *path = xasprintf("%s/%s", r->dir, name);
     size_t n;
@@ -243,6 +253,8 @@ static void raw_lines(Raw *r, const char *name, void (*fn)(Raw *, const char *, 
         lineno++;
         size_t len = strlen(line);
         while (len && (line[len - 1] == '\r' || line[len - 1] == ' ')) line[--len] = 0;
+        if (len && line[0] != '#' && special_in(line))
+            die_input(path, "line %d: holds the special token %s", lineno, special_in(line));
         if (len && line[0] != '#') fn(r, path, lineno, line, ctx);
         line = nl ? nl + 1 : NULL;
     }
@@ -2449,9 +2461,15 @@ static const Json *req(const Ctx *c, const Json *o, const char *key, JsonType ty
     return v;
 }
 
+static void no_special(const Ctx *c, const char *s, const char *key) {
+    const char *t = special_in(s);
+    if (t) bad(c, "\"%s\" holds the special token %s", key, t);
+}
+
 static const char *req_str(const Ctx *c, Pool *pool, const Json *o, const char *key) {
     const Json *v = req(c, o, key, JSON_STRING);
     if (strlen(v->string) != v->len) bad(c, "\"%s\" holds a NUL byte", key);
+    no_special(c, v->string, key);
     return pool_strdup(pool, v->string);
 }
 
@@ -2475,6 +2493,8 @@ static const char **req_strings(const Ctx *c, Pool *pool, const Json *o, const c
     const char **s = pool_alloc(pool, (a->len + 1) * sizeof *s);
     for (size_t i = 0; i < a->len; i++) {
         if (a->items[i]->type != JSON_STRING) bad(c, "\"%s\"[%zu] is not a string", key, i);
+        if (strlen(a->items[i]->string) != a->items[i]->len) bad(c, "\"%s\"[%zu] holds a NUL byte", key, i);
+        no_special(c, a->items[i]->string, key);
         s[i] = pool_strdup(pool, a->items[i]->string);
     }
     *n = (int)a->len;
@@ -2673,6 +2693,7 @@ static void ld_option_answers(Loader *L, const Ctx *c, const Json *q, EvalItem *
         if (!v) bad(c, "\"Option_Answers\" must have the keys of \"Options\" (A-D)");
         if (v->type != JSON_STRING || v->len == 0 || strlen(v->string) != v->len)
             bad(c, "\"Option_Answers\".%s must be a non-empty string", key);
+        no_special(c, v->string, "Option_Answers");
         e->option_answers[i] = pool_strdup(L->pool, v->string);
     }
 }

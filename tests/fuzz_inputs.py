@@ -194,6 +194,7 @@ def main():
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--modes", default="world,ckpt,adapter,oracle,report,resume")
     ap.add_argument("--work", default=None, help="keeps the tiny run between invocations (default: a temporary dir)")
+    ap.add_argument("-v", "--verbose", action="store_true", help="one line per case, accepted and refused too")
     a = ap.parse_args()
     work = a.work or tempfile.mkdtemp(prefix="pulse-fuzz-")
     os.makedirs(work, exist_ok=True)
@@ -233,10 +234,14 @@ def main():
                 rc, other = 2, []
             if rc == 0 and not other:
                 counts["accepted"] += 1
+                if a.verbose:
+                    print(f"accepted {name} {it}: {'; '.join(what)[:300]}", flush=True)
                 continue
             left = m.out_is_dir and os.path.exists(out)
             if rc == 2 and len(errs) == 1 and not other and not left:
                 counts["refused"] += 1
+                if a.verbose:
+                    print(f"refused {name} {it}: {'; '.join(what)[:200]} :: {errs[0][:200]}", flush=True)
                 continue
             counts["failed"] += 1
             keep = os.path.join(work, f"failed-{name}-{it}")

@@ -633,6 +633,28 @@ static void test_mc_context_old_world(const char *dir) {
     free(wj);
 }
 
+/* Raw material holding a special token's text ("</s>" in an occupation) is refused. */
+static void test_special_raw_refused(const char *base) {
+    char *raw = xasprintf("%s/raw_special", base), *cmd = xasprintf("cp -r %s %s", raw_dir(), raw);
+    CHECK(system(cmd) == 0);
+    size_t n;
+    char *t = read_all(raw, "occupations.txt", &n), *line = t;
+    while (*line == '#') line = strchr(line, '\n') + 1;     /* the first value, after the comments */
+    char *nl = strchr(line, '\n');
+    CHECK(nl);
+    char *edited = xasprintf("%.*s</s>%s", (int)(nl - t), t, nl);
+    write_bytes(raw, "occupations.txt", edited, strlen(edited));
+    char *out = xasprintf("%s/w_special", base);
+    GenArgs ga = {out, raw};
+    int lines;
+    char msg[1024];
+    int rc = run_child(child_generate, &ga, &lines, msg, sizeof msg);
+    TEST(rc == 2 && lines == 1 && strstr(msg, "occupations.txt") && strstr(msg, "special token </s>"),
+         "occupations.txt with </s>: exit %d: %s", rc, msg);
+    TEST(!file_exists(out), "a world was written from raw material holding </s>");
+    free(edited); free(t); free(out); free(cmd); free(raw);
+}
+
 /* data/faces.txt must name every level: a copy of data/ without the beanie is refused. */
 static void test_faces_raw_refused(const char *base) {
     char *raw = xasprintf("%s/raw", base), *cmd = xasprintf("cp -r %s %s", raw_dir(), raw);
@@ -758,6 +780,11 @@ static void test_structure_refused(const char *dir) {
                          "a second question about occupation", "two image MC questions about one attribute");
     expect_field_refused(dir, "world.json", "\"actor\",\n        \"baker\"", "\"actor\",\n        \"actor\"",
                          "lists the value \"actor\" twice", "an attribute value twice");
+    /* a special token's text in a string the model reads */
+    expect_field_refused(dir, "genbench.jsonl", "\"Options\":{\"A\":\"", "\"Options\":{\"A\":\"<image>",
+                         "special token <image>", "an option holding <image>");
+    expect_field_refused(dir, "train_ft.jsonl", "\"distractors\":[\"", "\"distractors\":[\"</s>",
+                         "special token </s>", "a distractor holding </s>");
     /* two options the same; a correct option that is not the person's value */
     size_t nf;
     char *fl = read_all(dir, "full.jsonl", &nf), *oa = strstr(fl, "\"Options\":{\"A\":\"");
@@ -932,6 +959,7 @@ int main(void) {
     world_free(w);
     test_refusals(base, w1);
     test_faces_raw_refused(base);
+    test_special_raw_refused(base);
     test_small_values_one_token(base);
 
     char *cmd = xasprintf("rm -rf %s", base);
