@@ -633,46 +633,44 @@ static void test_mc_context_old_world(const char *dir) {
     free(wj);
 }
 
+/* A copy of data/ (base/NAME) whose FILE is replaced by `edited` must be refused by
+ * `pulse data` (exit 2, one line naming FILE and holding `want`), writing no world. */
+static void expect_raw_refused(const char *base, const char *name, const char *file, const char *edited,
+                               const char *want, const char *label) {
+    char *raw = xasprintf("%s/%s", base, name), *cmd = xasprintf("cp -r %s %s", raw_dir(), raw);
+    CHECK(system(cmd) == 0);
+    write_bytes(raw, file, edited, strlen(edited));
+    char *out = xasprintf("%s/w_%s", base, name);
+    GenArgs ga = {out, raw};
+    int lines;
+    char msg[1024];
+    int rc = run_child(child_generate, &ga, &lines, msg, sizeof msg);
+    TEST(rc == 2 && lines == 1 && strstr(msg, file) && strstr(msg, want), "%s: exit %d: %s", label, rc, msg);
+    TEST(!file_exists(out), "%s: a world was written", label);
+    free(out); free(cmd); free(raw);
+}
+
 /* Raw material holding a special token's text ("</s>" in an occupation) is refused. */
 static void test_special_raw_refused(const char *base) {
-    char *raw = xasprintf("%s/raw_special", base), *cmd = xasprintf("cp -r %s %s", raw_dir(), raw);
-    CHECK(system(cmd) == 0);
     size_t n;
-    char *t = read_all(raw, "occupations.txt", &n), *line = t;
+    char *t = read_all(raw_dir(), "occupations.txt", &n), *line = t;
     while (*line == '#') line = strchr(line, '\n') + 1;     /* the first value, after the comments */
     char *nl = strchr(line, '\n');
     CHECK(nl);
     char *edited = xasprintf("%.*s</s>%s", (int)(nl - t), t, nl);
-    write_bytes(raw, "occupations.txt", edited, strlen(edited));
-    char *out = xasprintf("%s/w_special", base);
-    GenArgs ga = {out, raw};
-    int lines;
-    char msg[1024];
-    int rc = run_child(child_generate, &ga, &lines, msg, sizeof msg);
-    TEST(rc == 2 && lines == 1 && strstr(msg, "occupations.txt") && strstr(msg, "special token </s>"),
-         "occupations.txt with </s>: exit %d: %s", rc, msg);
-    TEST(!file_exists(out), "a world was written from raw material holding </s>");
-    free(edited); free(t); free(out); free(cmd); free(raw);
+    expect_raw_refused(base, "raw_special", "occupations.txt", edited, "special token </s>", "occupations.txt with </s>");
+    free(edited); free(t);
 }
 
 /* data/faces.txt must name every level: a copy of data/ without the beanie is refused. */
 static void test_faces_raw_refused(const char *base) {
-    char *raw = xasprintf("%s/raw", base), *cmd = xasprintf("cp -r %s %s", raw_dir(), raw);
-    CHECK(system(cmd) == 0);
     size_t n;
-    char *t = read_all(raw, "faces.txt", &n), *hit = strstr(t, "\nhat\t2\t");
+    char *t = read_all(raw_dir(), "faces.txt", &n), *hit = strstr(t, "\nhat\t2\t");
     CHECK(hit);
     char *end = strchr(hit + 1, '\n');
     char *edited = xasprintf("%.*s%s", (int)(hit - t), t, end);
-    write_bytes(raw, "faces.txt", edited, strlen(edited));
-    char *out = xasprintf("%s/w_badraw", base);
-    GenArgs ga = {out, raw};
-    int lines;
-    char msg[1024];
-    int rc = run_child(child_generate, &ga, &lines, msg, sizeof msg);
-    TEST(rc == 2 && lines == 1 && strstr(msg, "faces.txt") && strstr(msg, "hat"),
-         "faces.txt without hat level 2: exit %d: %s", rc, msg);
-    free(edited); free(t); free(out); free(cmd); free(raw);
+    expect_raw_refused(base, "raw", "faces.txt", edited, "hat", "faces.txt without hat level 2");
+    free(edited); free(t);
 }
 
 /* Replaces the first occurrence of `from` in dir/rel by `to`, re-seals, expects refusal
