@@ -380,7 +380,7 @@ static void raw_load(Raw *r, const char *dir, Pool *pool) {
     raw_lines(r, "hobbies.txt", raw_word, &r->values[3]);
     raw_lines(r, "colours.txt", raw_word, &r->values[4]);
     for (int y = 1950; y < 2000; y++) {             /* birth years: generated, not a file */
-        char s[8];
+        char s[16];
         snprintf(s, sizeof s, "%d", y);
         sl_push(&r->values[5], pool_strdup(pool, s));
     }
