@@ -229,7 +229,6 @@ typedef struct Raw {
 static void raw_face(Raw *r, const char *path, int lineno, const char *line, void *ctx);
 static void raw_face_need(const Raw *r, const char *dir);
 
-/* Reads data/NAME and calls fn on every content line (trailing spaces and CR removed). */
 /* The special token's text that s holds, or NULL. A world's text never holds one: the
  * tokenizer would turn "<image>" in an option into a second image token, "</s>" into an
  * end of sequence. The raw material and every loaded string are checked. */
@@ -240,6 +239,7 @@ static const char *special_in(const char *s) {
     return NULL;
 }
 
+/* Reads data/NAME and calls fn on every content line (trailing spaces and CR removed). */
 static void raw_lines(Raw *r, const char *name, void (*fn)(Raw *, const char *, int, const char *, void *), void *ctx) {
     char *path = xasprintf("%s/%s", r->dir, name);
     size_t n;
@@ -2875,14 +2875,14 @@ static void ld_manifest(Loader *L, const Json *wj, const char *wpath) {
     free(mpath);
 }
 
+static char *split_path(const Loader *L, const char *name) { return xasprintf("%s/splits/%s.json", L->dir, name); }
+
 /* The splits' structure (docs/world.md, "Splits"), so that a hand-edited world cannot
  * count a person twice or forget someone it also retains: no ID twice in a split; each
  * split of one kind (celebrity, holdout, else fictitious), and the splits named after a
  * kind holding every person of it; forget_5 within forget_10 within forget_15; each retain
  * split the fictitious people not in its forget split; the sequential groups, when
  * written, forget_10 cut into disjoint parts. */
-static char *split_path(const Loader *L, const char *name) { return xasprintf("%s/splits/%s.json", L->dir, name); }
-
 static void ld_check_splits(Loader *L) {
     World *w = L->w;
     int *in = xcalloc((size_t)w->n_people, sizeof *in);

@@ -759,9 +759,9 @@ static void stage_celebrities(Ctx *c) {
             int idx = ok ? world_person_index(c->w, (int)v->number) : -1;
             if (idx < 0) die_input(path, "unknown person ID in the celebrity groups");
             if (c->w->people[idx].kind != KIND_CELEBRITY) die_input(path, "person %d in the celebrity groups is not a celebrity", c->w->people[idx].id);
-            for (int h2 = 0; h2 <= g; h2++)
-                for (int k = 0; k < nout[h2]; k++)
-                    if (out[h2][k] == idx) die_input(path, "person %d is in the celebrity groups twice", c->w->people[idx].id);
+            for (int q = 0; q <= g; q++)          /* either group, earlier in the file */
+                for (int k = 0; k < nout[q]; k++)
+                    if (out[q][k] == idx) die_input(path, "person %d is in the celebrity groups twice", c->w->people[idx].id);
             out[g][nout[g]++] = idx;
         }
     }
