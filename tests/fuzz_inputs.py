@@ -208,7 +208,8 @@ def main():
         binary = a.pulse if m.binary == "pulse" else a.san
         rng = random.Random(f"{a.seed}-{name}")
         counts = {"accepted": 0, "refused": 0, "failed": 0}
-        case_dir, out = os.path.join(work, "case"), os.path.join(work, "out")
+        # per process, so that two runs may share --work (and its tiny run)
+        case_dir, out = os.path.join(work, f"case-{os.getpid()}"), os.path.join(work, f"out-{os.getpid()}")
         for it in range(a.iters):
             shutil.rmtree(case_dir, ignore_errors=True)
             shutil.rmtree(out, ignore_errors=True)
