@@ -2605,8 +2605,11 @@ static void ld_variant(Loader *L, const Ctx *c, const Json *o, Variant *va, cons
             va->correct = req_str(c, L->pool, o, "correct");
             va->distractors = req_strings(c, L->pool, o, "distractors", DATA_MC_OPTIONS - 1, &va->n_distractors);
             if (va->n_distractors > 256) bad(c, "more than 256 distractors");
-            for (int i = 0; i < va->n_distractors; i++)
+            for (int i = 0; i < va->n_distractors; i++) {
                 if (strcmp(va->distractors[i], va->correct) == 0) bad(c, "a distractor equals the correct answer");
+                for (int k = 0; k < i; k++)     /* else two options could be the same */
+                    if (strcmp(va->distractors[i], va->distractors[k]) == 0) bad(c, "the distractor \"%s\" is listed twice", va->distractors[i]);
+            }
         }
     }
     if (fmt == FMT_CLOZE && !strstr(va->question, "__")) bad(c, "a cloze question needs \"__\"");
@@ -2647,6 +2650,12 @@ static void ld_train_line(Loader *L, const Ctx *c, const Json *j, void *arg) {
     for (int v = 1; v < it->n_variants; v++) {
         if (alts->items[v - 1]->type != JSON_OBJECT) bad(c, "alternatives[%d] is not an object", v - 1);
         ld_variant(L, c, alts->items[v - 1], &it->variants[v], &it->variants[0], it->format);
+    }
+    if (it->format == FMT_MC && it->person >= 0 && it->attr >= 0) {   /* a person's MC: their value */
+        const char *value = w->attrs[it->attr].values[w->people[it->person].value[it->attr]];
+        for (int v = 0; v < it->n_variants; v++)
+            if (strcmp(it->variants[v].correct, value) != 0)
+                bad(c, "the correct answer \"%s\" is not the person's %s", it->variants[v].correct, w->attrs[it->attr].name);
     }
     w->n_items++;
 }

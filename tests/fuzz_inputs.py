@@ -13,6 +13,10 @@ counted as refused.)
 
 Modes (what is edited -> what reads it):
   world    a world's JSON files, re-sealed (fuzz_reseal) -> pulse eval
+  pretrain its pre-training items (and people, world.json), re-sealed -> pulse pretrain
+           (40 steps, no warm-ups)
+  finetune its fine-tuning items (and people, world.json), re-sealed -> pulse finetune
+           (30 steps from the run's base_pt)
   ckpt     a checkpoint's config.json, preprocessor_config.json, training.json,
            tokenizer.json -> pulse eval
   adapter  an adapter's adapter_config.json -> pulse eval --adapter
@@ -159,6 +163,13 @@ def modes(run, adapter):
     return {
         "world": Mode("world", data, json_files(data), lambda c, o: ["eval", "--data", c, "--model", ft, "--tasks",
                       "mc,mc_likelihood,cloze,prob", "--max-new", "4", "--out", o, "--quiet"], reseal=True, indent=False),
+        "pretrain": Mode("pretrain", data, ["train_pt.jsonl", "train_pt.jsonl", "people.jsonl", "world.json"],
+                         lambda c, o: ["pretrain", "--data", c, "--out", o, "--steps", "40", "--vision-warmup", "0",
+                                       "--mixed-warmup", "0", "--mc-warmup", "0", "--scene-warmup", "0", "--no-gates",
+                                       "--quiet"], reseal=True, indent=False),
+        "finetune": Mode("finetune", data, ["train_ft.jsonl", "train_ft.jsonl", "people.jsonl", "world.json"],
+                         lambda c, o: ["finetune", "--data", c, "--base", run + "/base_pt", "--out", o, "--steps", "30",
+                                       "--no-gates", "--quiet"], reseal=True, indent=False),
         "ckpt": Mode("ckpt", ft, ["config.json", "preprocessor_config.json", "training.json", "tokenizer.json"],
                      lambda c, o: ["eval", "--data", data, "--model", c, "--sets", "genbench,forget", "--tasks",
                                    "mc,mc_likelihood,gen", "--max-new", "6", "--out", o, "--quiet"]),
@@ -192,7 +203,7 @@ def main():
     ap.add_argument("--reseal", default="build-fuzz/tests/fuzz_reseal")
     ap.add_argument("--iters", type=int, default=100, help="cases per mode")
     ap.add_argument("--seed", type=int, default=1)
-    ap.add_argument("--modes", default="world,ckpt,adapter,oracle,report,resume")
+    ap.add_argument("--modes", default="world,pretrain,finetune,ckpt,adapter,oracle,report,resume")
     ap.add_argument("--work", default=None, help="keeps the tiny run between invocations (default: a temporary dir)")
     ap.add_argument("-v", "--verbose", action="store_true", help="one line per case, accepted and refused too")
     a = ap.parse_args()

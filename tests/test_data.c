@@ -783,6 +783,23 @@ static void test_structure_refused(const char *dir) {
                          "special token <image>", "an option holding <image>");
     expect_field_refused(dir, "train_ft.jsonl", "\"distractors\":[\"", "\"distractors\":[\"</s>",
                          "special token </s>", "a distractor holding </s>");
+    /* a training MC item whose correct answer is a distractor's value (not the person's);
+     * a distractor listed twice */
+    size_t nt;
+    char *tf = read_all(dir, "train_ft.jsonl", &nt), *mc = strstr(tf, "\"format\":\"mc\"");
+    char *cv = mc ? strstr(mc, "\"correct\":\"") : NULL;
+    CHECK(cv);
+    char *v0 = cv + strlen("\"correct\":\""), *v1 = strchr(v0, '"');
+    static const char sep[] = "\",\"distractors\":[\"";
+    CHECK(v1 && !strncmp(v1, sep, strlen(sep)));
+    char *d0 = v1 + strlen(sep), *d1 = strchr(d0, '"');
+    CHECK(d1);
+    char *from_t = xasprintf("%.*s", (int)(d1 + 1 - cv), cv);
+    char *to_t = xasprintf("\"correct\":\"%.*s\",\"distractors\":[\"%.*s\"", (int)(d1 - d0), d0, (int)(v1 - v0), v0);
+    expect_field_refused(dir, "train_ft.jsonl", from_t, to_t, "is not the person's", "a training MC answer not the person's value");
+    expect_field_refused(dir, "train_ft.jsonl", "\"distractors\":[\"", "\"distractors\":[\"zz\",\"zz\",\"",
+                         "\"zz\" is listed twice", "a distractor listed twice");
+    free(from_t); free(to_t); free(tf);
     /* two options the same; a correct option that is not the person's value */
     size_t nf;
     char *fl = read_all(dir, "full.jsonl", &nf), *oa = strstr(fl, "\"Options\":{\"A\":\"");
