@@ -52,27 +52,47 @@ static int input_silent;
 
 void die_input_silent(void) { input_silent = 1; }
 
-_Noreturn void die_input(const char *path, const char *fmt, ...) {
-    va_list ap;
-    fflush(stdout);
-    if (input_silent) {
-        remove_tmpfiles();
-        exit(2);
+/* Writes s with its control bytes escaped (\n, \r, \t, \xHH), so that a path or a value
+ * quoted from the input cannot break the one line of an error. */
+static void put_escaped(const char *s) {
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        if (ch == '\n') fputs("\\n", stderr);
+        else if (ch == '\r') fputs("\\r", stderr);
+        else if (ch == '\t') fputs("\\t", stderr);
+        else if (ch < 0x20 || ch == 0x7f) fprintf(stderr, "\\x%02x", ch);
+        else fputc(ch, stderr);
     }
-    if (path) fprintf(stderr, "pulse: %s: ", path);
-    else fprintf(stderr, "pulse: ");
-    va_start(ap, fmt); vfprintf(stderr, fmt, ap); va_end(ap);
+}
+
+/* "pulse: [PATH: ]message\n", the message formatted into a bounded buffer (no allocation
+ * on the way out; a longer one is cut and ends in "..."). */
+static void put_error(const char *path, const char *fmt, va_list ap) {
+    char msg[4096];
+    int n = vsnprintf(msg, sizeof msg, fmt, ap);
+    if (n >= (int)sizeof msg) memcpy(msg + sizeof msg - 4, "...", 4);
+    fflush(stdout);
+    fputs("pulse: ", stderr);
+    if (path) {
+        put_escaped(path);
+        fputs(": ", stderr);
+    }
+    put_escaped(msg);
     fputc('\n', stderr);
+}
+
+_Noreturn void die_input(const char *path, const char *fmt, ...) {
+    if (!input_silent) {
+        va_list ap;
+        va_start(ap, fmt); put_error(path, fmt, ap); va_end(ap);
+    }
     remove_tmpfiles();
     exit(2);
 }
 
 _Noreturn void die_internal(const char *fmt, ...) {
     va_list ap;
-    fflush(stdout);
-    fprintf(stderr, "pulse: ");
-    va_start(ap, fmt); vfprintf(stderr, fmt, ap); va_end(ap);
-    fputc('\n', stderr);
+    va_start(ap, fmt); put_error(NULL, fmt, ap); va_end(ap);
     remove_tmpfiles();
     exit(1);
 }

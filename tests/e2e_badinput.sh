@@ -67,5 +67,13 @@ done
 accepted ./pulse tokenize --help
 accepted ./pulse inspect --help
 
+# a path holding a newline and a tab is still one line, its control bytes escaped
+nl_path="$tmp/two
+lines	here.safetensors"
+err=$(./pulse inspect "$nl_path" 2>&1 >/dev/null); rc=$?
+n=$(printf '%s\n' "$err" | wc -l)
+case "$err" in "pulse: $tmp/two\nlines\there.safetensors: "?*) pre=1 ;; *) pre=0 ;; esac
+if [ "$rc" -eq 2 ] && [ "$n" -eq 1 ] && [ "$pre" -eq 1 ]; then ok; else bad "a path with a newline: exit $rc, $n lines: $err"; fi
+
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
