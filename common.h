@@ -3,7 +3,7 @@
  * - CHECK(cond): an always-on assertion for broken invariants (a bug): prints
  *   file:line and aborts. Never used for bad input.
  * - die_input(path, fmt, ...): bad input is the user's, not a bug: one line
- *   "pulse: PATH: reason" on stderr and exit status 2.
+ *   "pulse: PATH: reason" on stderr (control bytes escaped) and exit status 2.
  * - xmalloc/xcalloc/xrealloc/xstrdup: allocation that cannot return NULL.
  * - Text: a growable byte string, always NUL-terminated; every output (JSON,
  *   safetensors headers, PNGs, the report) is built in one and written in one piece.
