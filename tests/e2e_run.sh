@@ -280,7 +280,7 @@ cp "$TMP/celebrities.json" "$RUN/celebrities.json"
 # a bad base_ft met by both processes of the pool is said once (the copy exits silently)
 cp "$RUN/base_ft/config.json" "$TMP/ft_config.json"
 sed 's/"layer_norm_eps": [0-9.e-]*/"layer_norm_eps": 0/' "$TMP/ft_config.json" >"$RUN/base_ft/config.json"
-for k in 1 2; do   # (the first run after a change may stop before the copy starts)
+for k in 1 2; do   # twice: one run may end before its copy reaches the file (measured: the first)
     usage_error "a bad base_ft in a pool of two ($k)" run --preset tiny --out "$RUN" --procs 2 --quiet
 done
 cp "$TMP/ft_config.json" "$RUN/base_ft/config.json"
