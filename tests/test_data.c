@@ -729,6 +729,17 @@ static int first_id(const char *dir, const char *name) {
     return id;
 }
 
+/* The string value that follows `prefix` (which ends with its opening quote) in s: its
+ * first byte, *end set to its closing quote. */
+static char *value_after(char *s, const char *prefix, char **end) {
+    char *hit = s ? strstr(s, prefix) : NULL;
+    CHECK(hit);
+    char *v = hit + strlen(prefix);
+    *end = strchr(v, '"');
+    CHECK(*end);
+    return v;
+}
+
 /* The splits' structure and one line per person in a profile file (behind the hashes). */
 static void test_structure_refused(const char *dir) {
     char to[64];
@@ -743,16 +754,8 @@ static void test_structure_refused(const char *dir) {
     snprintf(to, sizeof to, "[%d,", r90);
     expect_field_refused(dir, "splits/seq_1.json", "[", to, "not in forget_10", "a sequential group outside forget_10");
     expect_field_refused(dir, "splits/holdout.json", "[", "[1e308,", "no person with ID", "an ID out of every range");
-    char *fict = read_all(dir, "splits/fictitious.json", &n10);
-    char *cut = strchr(fict, ',');
-    CHECK(cut);
-    char *shorter = xasprintf("[%s", cut + 1);        /* the first person left out */
-    write_bytes(dir, "splits/fictitious.json", shorter, strlen(shorter));
-    world_reseal(dir);
-    expect_refused_naming(dir, "splits/fictitious.json", "is missing", "a person left out of fictitious");
-    write_bytes(dir, "splits/fictitious.json", fict, n10);
-    world_reseal(dir);
-    free(shorter); free(fict);
+    snprintf(to, sizeof to, "[%d,", first_id(dir, "fictitious"));     /* the first person left out */
+    expect_field_refused(dir, "splits/fictitious.json", to, "[", "is missing", "a person left out of fictitious");
     /* forget_5 not within forget_10: forget_10 and retain_90 trade a forget_5 person for a
      * retained one, so both still cover the fictitious people */
     char *s10 = read_all(dir, "splits/forget_10.json", &n10), *s90 = read_all(dir, "splits/retain_90.json", &n90);
@@ -786,14 +789,10 @@ static void test_structure_refused(const char *dir) {
     /* a training MC item whose correct answer is a distractor's value (not the person's);
      * a distractor listed twice */
     size_t nt;
-    char *tf = read_all(dir, "train_ft.jsonl", &nt), *mc = strstr(tf, "\"format\":\"mc\"");
-    char *cv = mc ? strstr(mc, "\"correct\":\"") : NULL;
-    CHECK(cv);
-    char *v0 = cv + strlen("\"correct\":\""), *v1 = strchr(v0, '"');
-    static const char sep[] = "\",\"distractors\":[\"";
-    CHECK(v1 && !strncmp(v1, sep, strlen(sep)));
-    char *d0 = v1 + strlen(sep), *d1 = strchr(d0, '"');
-    CHECK(d1);
+    char *tf = read_all(dir, "train_ft.jsonl", &nt), *v1, *d1;
+    char *v0 = value_after(strstr(tf, "\"format\":\"mc\""), "\"correct\":\"", &v1);
+    char *d0 = value_after(v1, "\",\"distractors\":[\"", &d1), *cv = v0 - strlen("\"correct\":\"");
+    CHECK(d0 == v1 + strlen("\",\"distractors\":[\""));
     char *from_t = xasprintf("%.*s", (int)(d1 + 1 - cv), cv);
     char *to_t = xasprintf("\"correct\":\"%.*s\",\"distractors\":[\"%.*s\"", (int)(d1 - d0), d0, (int)(v1 - v0), v0);
     expect_field_refused(dir, "train_ft.jsonl", from_t, to_t, "is not the person's", "a training MC answer not the person's value");
@@ -802,12 +801,10 @@ static void test_structure_refused(const char *dir) {
     free(from_t); free(to_t); free(tf);
     /* two options the same; a correct option that is not the person's value */
     size_t nf;
-    char *fl = read_all(dir, "full.jsonl", &nf), *oa = strstr(fl, "\"Options\":{\"A\":\"");
-    CHECK(oa);
-    char *va = oa + strlen("\"Options\":{\"A\":\""), *ea = strchr(va, '"');
-    CHECK(ea && !strncmp(ea, "\",\"B\":\"", 7));
-    char *vb = ea + 7, *eb = strchr(vb, '"');
-    CHECK(eb);
+    char *fl = read_all(dir, "full.jsonl", &nf), *ea, *eb;
+    char *va = value_after(fl, "\"Options\":{\"A\":\"", &ea), *oa = va - strlen("\"Options\":{\"A\":\"");
+    char *vb = value_after(ea, "\",\"B\":\"", &eb);
+    CHECK(vb == ea + 7);
     char *from_o = xasprintf("%.*s", (int)(eb + 1 - oa), oa);
     char *to_o = xasprintf("%.*s\",\"B\":\"%.*s\"", (int)(ea - oa), oa, (int)(ea - va), va);
     expect_field_refused(dir, "full.jsonl", from_o, to_o, "are the same", "two options the same");
