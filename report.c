@@ -1493,7 +1493,7 @@ static void write_md(const Run *R, const Findings *F, Json *timing, Text *o) {
         text_puts(o, "## General capability by skill (genbench)\n\n"
                      "genbench's categories one by one (the *genbench* columns above pool them): "
                      "each cell is the accuracy by the letter rule / by option likelihood, with the number of "
-                     "questions in the header (one question of 20 is 5 points). The scene "
+                     "questions in the header (in a column of n questions one answer is 100 / n points). The scene "
                      "questions ask for a figure's count, shape, colour or position (image+text), "
                      "*fact* the general facts (text-only).\n\n");
         md_genbench(o, R, gb_settings, 2);
