@@ -65,11 +65,11 @@ const float data_clip_std[3] = {0.26862954f, 0.26130258f, 0.27577711f};
  * (small: 3/5/8), except in tiny, where they are the smallest sizes that exercise every
  * path (1/2/3 of 10, two sequential groups). */
 const Preset data_presets[] = {
-    /* name   fict celeb keep forget hold  forget_5/10/15  seq attrs scenes gb_sc gb_fact faces mc_ctx vocab */
-    {"tiny",    10,  10,   6,   3,    4, {1, 2, 3},      2,   3,    40,    16,    8,     40,    40,   512},
-    {"small",   50,  30,  15,   7,   10, {3, 5, 8},      5,   5,   500,    80,   40,    600,     0,  1536},
-    {"paper",  500, 153,  45,  20,   50, {25, 50, 75},   5,   5,  2000,   200,  100,   2000,     0,  1024},
-    {NULL, 0, 0, 0, 0, 0, {0, 0, 0}, 0, 0, 0, 0, 0, 0, 0, 0},
+    /* name   fict celeb keep forget hold  forget_5/10/15  seq attrs scenes gb_sc gb_fact faces mc_ctx vocab lookup */
+    {"tiny",    10,  10,   6,   3,    4, {1, 2, 3},      2,   3,    40,    16,    8,     40,    40,   512, 0},
+    {"small",   50,  30,  15,   7,   10, {3, 5, 8},      5,   5,   500,    80,   40,    600,     0,  1536, 1},
+    {"paper",  500, 153,  45,  20,   50, {25, 50, 75},   5,   5,  2000,   200,  100,   2000,     0,  1024, 0},
+    {NULL, 0, 0, 0, 0, 0, {0, 0, 0}, 0, 0, 0, 0, 0, 0, 0, 0, 0},
 };
 
 const Preset *preset_find(const char *name) {
@@ -1301,6 +1301,35 @@ typedef struct SceneQ {
     int n_pool;
 } SceneQ;
 
+/* Questions that ask for a figure's place by one attribute ("Where is the blue shape?",
+ * "Where is the diamond?"): one for each figure whose colour no other figure of the scene
+ * has, and one for each whose shape none has; in figure order, the colour's first. The
+ * held-out genbench asks the place by both ("Where is the blue diamond?"); these teach the
+ * decoder to find a figure by what it is (Preset.scene_lookup; docs/training.md, "The
+ * place by one attribute"). At most 2n questions. */
+static int scene_lookup_questions(const Raw *r, const Scene *s, SceneQ *out) {
+    int n = 0;
+    for (int f = 0; f < s->n; f++) {
+        int ucol = 1, ushape = 1;
+        for (int e = 0; e < s->n; e++)
+            if (e != f) {
+                ucol &= s->colour[e] != s->colour[f];
+                ushape &= s->shape[e] != s->shape[f];
+            }
+        for (int by_shape = 0; by_shape < 2; by_shape++) {
+            if (!(by_shape ? ushape : ucol)) continue;
+            SceneQ *q = &out[n++];
+            q->category = "position";
+            if (by_shape) snprintf(q->q, sizeof q->q, "Where is the %s?", r->shapes.s[s->shape[f]]);
+            else snprintf(q->q, sizeof q->q, "Where is the %s shape?", r->scene_colour.s[s->colour[f]]);
+            snprintf(q->a, sizeof q->a, "%s", data_quadrant_names[s->quad[f]]);
+            q->n_pool = 0;
+            for (int k = 0; k < 4; k++) if (k != s->quad[f]) q->pool[q->n_pool++] = data_quadrant_names[k];
+        }
+    }
+    return n;
+}
+
 /* Every question a scene answers: how many shapes, then per shape its shape and colour
  * (asked by position) and its position (asked by colour and shape). 1 + 3n questions. */
 static int scene_questions(const Raw *r, const Scene *s, SceneQ *out) {
@@ -1391,7 +1420,26 @@ static GenFact *gen_facts(Gen *g, int *n) {
     return f;
 }
 
-/* General pre-training data: scenes (caption, VQA, MC) and facts (free form, MC). */
+/* A scene's questions as two pre-training items: free-form answers (scene_vqa) and letter
+ * multiple choice (scene_mc, the wrong options from each question's pool). */
+static void gen_scene_qa(Gen *g, int img, const SceneQ *qs, int nq) {
+    Item *vqa = gen_item(g, STAGE_PT, -1, KIND_GENERAL, FMT_SCENE_VQA, -1, img, 1, nq);
+    Item *mc = gen_item(g, STAGE_PT, -1, KIND_GENERAL, FMT_SCENE_MC, -1, img, 1, nq);
+    vqa = &g->w->items[mc->index - 1];
+    for (int k = 0; k < nq; k++) {
+        vqa->variants[k].question = pool_strdup(g->pool, qs[k].q);
+        vqa->variants[k].answer = pool_strdup(g->pool, qs[k].a);
+        Variant *va = &mc->variants[k];
+        va->question = vqa->variants[k].question;
+        va->answer = va->correct = vqa->variants[k].answer;
+        va->distractors = pool_alloc(g->pool, (size_t)qs[k].n_pool * sizeof *va->distractors);
+        memcpy(va->distractors, qs[k].pool, (size_t)qs[k].n_pool * sizeof *va->distractors);
+        va->n_distractors = qs[k].n_pool;
+    }
+}
+
+/* General pre-training data: scenes (caption, VQA, MC; with Preset.scene_lookup also the
+ * place by one attribute) and facts (free form, MC). */
 static void gen_general_items(Gen *g, GenFact *facts, int n_facts, uint64_t *scene_keys) {
     Raw *r = &g->raw;
     Rng rs;
@@ -1412,19 +1460,10 @@ static void gen_general_items(Gen *g, GenFact *facts, int n_facts, uint64_t *sce
         Item *it = gen_item(g, STAGE_PT, -1, KIND_GENERAL, FMT_SCENE_CAPTION, -1, img, 1, 2);
         for (int v = 0; v < 2; v++) { it->variants[v].question = cap_q[v]; it->variants[v].answer = caption; }
         SceneQ qs[1 + 3 * SCENE_MAX];
-        int nq = scene_questions(r, s, qs);
-        Item *vqa = gen_item(g, STAGE_PT, -1, KIND_GENERAL, FMT_SCENE_VQA, -1, img, 1, nq);
-        Item *mc = gen_item(g, STAGE_PT, -1, KIND_GENERAL, FMT_SCENE_MC, -1, img, 1, nq);
-        vqa = &g->w->items[mc->index - 1];
-        for (int k = 0; k < nq; k++) {
-            vqa->variants[k].question = pool_strdup(g->pool, qs[k].q);
-            vqa->variants[k].answer = pool_strdup(g->pool, qs[k].a);
-            Variant *va = &mc->variants[k];
-            va->question = vqa->variants[k].question;
-            va->answer = va->correct = vqa->variants[k].answer;
-            va->distractors = pool_alloc(g->pool, (size_t)qs[k].n_pool * sizeof *va->distractors);
-            memcpy(va->distractors, qs[k].pool, (size_t)qs[k].n_pool * sizeof *va->distractors);
-            va->n_distractors = qs[k].n_pool;
+        gen_scene_qa(g, img, qs, scene_questions(r, s, qs));
+        if (g->p->scene_lookup) {
+            int nl = scene_lookup_questions(r, s, qs);
+            if (nl > 0) gen_scene_qa(g, img, qs, nl);
         }
     }
     for (int i = 0; i < n_facts; i++) {
@@ -2097,6 +2136,7 @@ static Json *preset_json(const Preset *p) {
     json_set(o, "n_faces_desc", jnum(p->n_faces_desc));
     json_set(o, "n_mc_context", jnum(p->n_mc_context));
     json_set(o, "vocab_size", jnum(p->vocab_size));
+    if (p->scene_lookup) json_set(o, "scene_lookup", jnum(p->scene_lookup));   /* only when on: worlds without keep their bytes */
     return o;
 }
 
@@ -2204,6 +2244,7 @@ static void check_preset(const Preset *p) {
     else if (p->n_scenes_train < 1 || p->n_genbench_scene < 0 || p->n_genbench_fact < 0) bad = "genbench sizes";
     else if (p->n_faces_desc < 0 || p->n_faces_desc > 9999) bad = "n_faces_desc must be in [0, 9999]";
     else if (p->n_mc_context < 0 || p->n_mc_context > 1000000) bad = "n_mc_context must be in [0, 1000000]";
+    else if (p->scene_lookup != 0 && p->scene_lookup != 1) bad = "scene_lookup must be 0 or 1";
     else if (p->vocab_size < TOK_FIRST_MERGE) bad = "vocab_size below 260";
     if (bad) die_input(NULL, "preset %s: %s", p->name, bad);
 }
@@ -3002,6 +3043,8 @@ World *world_load(const char *dir) {
     /* likewise before the mc_context format */
     P->n_mc_context = json_get(pj, "n_mc_context") ? (int)req_int(&c, pj, "n_mc_context", 0, 1000000) : 0;
     P->vocab_size = (int)req_int(&c, pj, "vocab_size", TOK_FIRST_MERGE, 1000000);
+    /* written only when on */
+    P->scene_lookup = json_get(pj, "scene_lookup") ? (int)req_int(&c, pj, "scene_lookup", 0, 1) : 0;
     w->n_attrs = P->n_attrs;
     w->seed = (uint64_t)req_int(&c, wj, "seed", 0, 9007199254740991L);
     const char *fp = req_str(&c, pool, wj, "fingerprint");

@@ -96,6 +96,9 @@ typedef struct Preset {
     int n_faces_desc;           /* anonymous faces with a description (pre-training pool) */
     int n_mc_context;           /* in-context MC items about invented people (pre-training pool) */
     int vocab_size;             /* BPE vocabulary of tokenizer.json */
+    int scene_lookup;           /* 1: each training scene also asks a figure's place by its
+                                   colour or its shape alone, where that one names it
+                                   (docs/training.md, "The place by one attribute") */
 } Preset;
 
 /* The preset of that name, or NULL. */

@@ -477,6 +477,7 @@ static void stage_data(Ctx *c) {
     h = h_int(h, p->n_seq); h = h_int(h, p->n_attrs); h = h_int(h, p->n_scenes_train);
     h = h_int(h, p->n_faces_desc); h = h_int(h, p->n_mc_context);
     h = h_int(h, p->n_genbench_scene); h = h_int(h, p->n_genbench_fact); h = h_int(h, p->vocab_size);
+    if (p->scene_lookup) h = h_int(h_str(h, "scene lookup"), p->scene_lookup);     /* only when on */
     h = h_int(h, (long long)c->seed);
     h = h_int(h, (long long)raw_hash(c->raw));
     c->h_data = h;
@@ -546,6 +547,7 @@ static uint64_t stage_train(Ctx *c, const char *name, int stage, const char *bas
     long mixw = base || stage != STAGE_PT ? 0 : r.mixed_warmup;
     if (mixw) h = h_int(h_str(h, TRAIN_MIXW_SCHEDULE), mixw);                                           /* likewise */
     if (r.mc_face_repeat || r.mc_name_repeat) h = h_int(h_int(h, r.mc_face_repeat), r.mc_name_repeat);  /* likewise */
+    if (!base && r.vision_warmup && r.vision_quadrant) h = h_str(h, "vision quadrant");                  /* likewise */
     if (!base) {
         /* from scratch: the preset's model */
         LlavaConfig mc = train_model_config(c->preset->name, c->preset->vocab_size);

@@ -480,7 +480,8 @@ static void test_face_desc(const World *w) {
 /* A pre-training feature that draws from its own stream and comes last in train_pt.jsonl:
  * a world without it (wx) has the same people, images, evaluation files and fine-tuning
  * items, and its train_pt.jsonl is a prefix of the one with it, with no item of `format`. */
-static void test_feature_independent(const char *w1, const char *wx, const char *format, const char *what) {
+/* Every file but world.json, manifest.tsv and train_pt.jsonl is the same in w1 and wx. */
+static void test_same_but_train_pt(const char *w1, const char *wx, const char *what) {
     static const char *const same[] = {"people.jsonl", "full.jsonl", "test.jsonl", "celebrity.jsonl", "holdout.jsonl",
                                        "genbench.jsonl", "train_ft.jsonl", "splits/forget_10.json", "images/p0001.png",
                                        "images/p0024_mirror.png", "images/s00040.png", "images/g0016.png"};
@@ -488,6 +489,10 @@ static void test_feature_independent(const char *w1, const char *wx, const char 
     for (size_t k = 0; k < sizeof same / sizeof *same; k++)
         if (!same_file(w1, wx, same[k])) { differ++; printf("  differs without %s: %s\n", what, same[k]); }
     TEST(differ == 0, "%d files change when the world has no %s", differ, what);
+}
+
+static void test_feature_independent(const char *w1, const char *wx, const char *format, const char *what) {
+    test_same_but_train_pt(w1, wx, what);
     size_t n1, nx;
     char *a = read_all(w1, "train_pt.jsonl", &n1), *b = read_all(wx, "train_pt.jsonl", &nx);
     char *tag = xasprintf("\"format\":\"%s\"", format);
@@ -613,6 +618,93 @@ static void test_mc_context(const World *w) {
                      strncmp(q1, it->variants[0].question, strlen(it->variants[0].question));
     }
     TEST(bad_canon == 0, "%d mc_context items render inconsistently without an rng", bad_canon);
+}
+
+/* The place by one attribute (Preset.scene_lookup; wl: the tiny world with it, w1 without):
+ * the same files but train_pt.jsonl, whose extra items are, after a scene's own questions, a
+ * scene_vqa and a scene_mc item on its image asking "Where is the <colour> shape?" for each
+ * colour one figure of the scene has and no other, and "Where is the <shape>?" likewise;
+ * the answer is that figure's quadrant (read from the scene's own questions), the wrong
+ * options the other three. */
+static void test_scene_lookup(const char *w1, const char *wl) {
+    test_same_but_train_pt(w1, wl, "the place by one attribute");
+    World *w = world_load(wl), *w0 = world_load(w1);
+    TEST(w->preset.scene_lookup == 1 && w0->preset.scene_lookup == 0, "world.json scene_lookup %d / %d",
+         w->preset.scene_lookup, w0->preset.scene_lookup);
+    int n_scene_items = 0, n_lookup = 0, n_q = 0, bad = 0, bad_mc = 0, missing = 0, by_shape = 0, by_colour = 0;
+    char shape[4][64], colour[4][64], q[128];
+    int last_img = -1;
+    for (int i = 0; i < w->n_items; i++) {
+        const Item *it = &w->items[i];
+        if (it->format != FMT_SCENE_VQA) continue;
+        int regular = 0;
+        for (int v = 0; v < it->n_variants; v++) regular |= strncmp(it->variants[v].question, "How many", 8) == 0;
+        if (regular) {                          /* the scene's own questions: what is where */
+            n_scene_items++;
+            for (int quad = 0; quad < 4; quad++) {
+                shape[quad][0] = colour[quad][0] = 0;
+                for (int v = 0; v < it->n_variants; v++) {
+                    snprintf(q, sizeof q, DATA_SCENE_Q_SHAPE, data_quadrant_names[quad]);
+                    if (!strcmp(it->variants[v].question, q)) snprintf(shape[quad], 64, "%s", it->variants[v].answer);
+                    snprintf(q, sizeof q, DATA_SCENE_Q_COLOUR, data_quadrant_names[quad]);
+                    if (!strcmp(it->variants[v].question, q)) snprintf(colour[quad], 64, "%s", it->variants[v].answer);
+                }
+            }
+            /* the lookup questions this scene must have */
+            int want = 0;
+            for (int a = 0; a < 4; a++) {
+                if (!shape[a][0]) continue;
+                int uc = 1, us = 1;
+                for (int b = 0; b < 4; b++)
+                    if (b != a && shape[b][0]) { uc &= strcmp(colour[a], colour[b]) != 0; us &= strcmp(shape[a], shape[b]) != 0; }
+                want += uc + us;
+            }
+            const Item *nx = i + 2 < w->n_items ? &w->items[i + 2] : NULL;     /* after the scene's MC item */
+            int has = nx && nx->format == FMT_SCENE_VQA && nx->image == it->image &&
+                      strncmp(nx->variants[0].question, "How many", 8) != 0;
+            missing += want > 0 ? !has || nx->n_variants != want : has;
+            last_img = it->image;
+            continue;
+        }
+        n_lookup++;
+        bad += it->image != last_img || it->stage != STAGE_PT || it->kind != KIND_GENERAL || it->person != -1;
+        const Item *mc = i + 1 < w->n_items ? &w->items[i + 1] : NULL;
+        bad_mc += !mc || mc->format != FMT_SCENE_MC || mc->image != it->image || mc->n_variants != it->n_variants;
+        for (int v = 0; v < it->n_variants; v++) {
+            const char *qq = it->variants[v].question, *ans = it->variants[v].answer;
+            n_q++;
+            int found = -1, count = 0;
+            for (int a = 0; a < 4; a++) {
+                if (!shape[a][0]) continue;
+                snprintf(q, sizeof q, "Where is the %.63s shape?", colour[a]);
+                int hit_c = !strcmp(qq, q);
+                snprintf(q, sizeof q, "Where is the %.63s?", shape[a]);
+                int hit_s = !strcmp(qq, q);
+                if (hit_c || hit_s) { found = a; by_colour += hit_c; by_shape += hit_s; }
+                for (int b = 0; b < 4; b++)     /* the named value: one figure has it */
+                    if (shape[b][0] && ((hit_c && !strcmp(colour[a], colour[b])) || (hit_s && !strcmp(shape[a], shape[b])))) count++;
+            }
+            bad += found < 0 || count != 1 || strcmp(ans, data_quadrant_names[found]) != 0;
+            if (!mc || v >= mc->n_variants) continue;
+            const Variant *va = &mc->variants[v];
+            int ok = !strcmp(va->question, qq) && va->correct && !strcmp(va->correct, ans) && va->n_distractors == 3;
+            for (int k = 0; ok && k < 3; k++) {
+                int in = 0;
+                for (int quad = 0; quad < 4; quad++) in += !strcmp(va->distractors[k], data_quadrant_names[quad]);
+                ok = in == 1 && strcmp(va->distractors[k], ans) != 0;
+            }
+            bad_mc += !ok;
+        }
+    }
+    TEST(n_scene_items == w->preset.n_scenes_train, "%d scenes' own questions, preset %d", n_scene_items, w->preset.n_scenes_train);
+    TEST(n_lookup > 0 && n_lookup <= n_scene_items && by_colour > 0 && by_shape > 0,
+         "%d lookup items (%d questions by colour, %d by shape)", n_lookup, by_colour, by_shape);
+    TEST(missing == 0, "%d scenes without their lookup questions (or with others)", missing);
+    TEST(bad == 0, "%d lookup questions name no single figure or answer another quadrant", bad);
+    TEST(bad_mc == 0, "%d lookup MC items are not the questions with the other quadrants as wrong options", bad_mc);
+    TEST(w->n_items - w0->n_items == 2 * n_lookup, "items %d = %d + 2 x %d", w->n_items, w0->n_items, n_lookup);
+    world_free(w);
+    world_free(w0);
 }
 
 /* A world.json without n_mc_context (written before the format) loads as having none. */
@@ -948,14 +1040,19 @@ int main(void) {
     data_generate(tiny, 1, raw_dir(), w2);
     data_generate(tiny, 2, raw_dir(), w3);
     data_generate(tiny, 1, raw_dir(), w2);      /* replacing an existing world */
-    Preset no_faces = *tiny, no_mc = *tiny;
+    Preset no_faces = *tiny, no_mc = *tiny, lookup = *tiny;
     no_faces.n_faces_desc = no_faces.n_mc_context = 0;
     data_generate(&no_faces, 1, raw_dir(), w0);
     no_mc.n_mc_context = 0;
     data_generate(&no_mc, 1, raw_dir(), wm);
+    lookup.scene_lookup = 1;
+    char *wl = xasprintf("%s/wl", base);
+    data_generate(&lookup, 1, raw_dir(), wl);
     test_determinism(w1, w2, w3);
     test_face_desc_independent(w1, w0);
     test_feature_independent(w1, wm, "mc_context", "in-context MC");
+    test_scene_lookup(w1, wl);
+    free(wl);
 
     World *w = world_load(w1);
     TEST(w->seed == 1 && !strcmp(w->preset.name, "tiny") && w->n_attrs == tiny->n_attrs, "world.json fields");

@@ -434,7 +434,7 @@ int main(void) {
         Model *m0 = model_new(&vc), *m1 = model_new(&vc);
         model_init(m0, 5);
         model_init(m1, 5);
-        double first = 0, last = train_vision_warmup(m1, w, n_vw, 5, &first);
+        double first = 0, last = train_vision_warmup(m1, w, n_vw, 5, 0, &first);
         TEST(isfinite(first) && isfinite(last) && last < first - (sanitized ? 0.0 : 0.5),
              "warm-up loss falls: %.3f -> %.3f", first, last);
         int dec_same = 1, vis_changed = 0, n_vis = 0;
@@ -450,18 +450,49 @@ int main(void) {
         TEST(dec_same, "the decoder is untouched");
         TEST(vis_changed == n_vis, "every vision tower / projector tensor on the path learns (%d of %d)", vis_changed, n_vis);
         TEST(m1->opt_step == 0, "optimizer state reset after the warm-up");
+        /* The quadrant head (Recipe.vision_quadrant): the other heads start the same, so its
+         * term is the first step's difference, ln 4 from a small random head over four
+         * quadrants; the loss still falls and the tower learns something else. */
+        Model *mq = model_new(&vc);
+        model_init(mq, 5);
+        double fq = 0, lq = train_vision_warmup(mq, w, n_vw, 5, 1, &fq);
+        TEST(fabs(fq - first - log(4.0)) < 0.02, "quadrant term at the first step %.4f (ln 4 = %.4f)", fq - first, log(4.0));
+        TEST(isfinite(lq) && lq < fq - (sanitized ? 0.0 : 0.5), "warm-up loss with the quadrant head falls: %.3f -> %.3f", fq, lq);
+        TEST(memcmp(m1->w, mq->w, m1->n_floats * sizeof(float)) != 0, "the quadrant head changes the tower");
+        /* A world with the place by one attribute (Preset.scene_lookup) has the same scenes,
+         * labels and images: the warm-up gives the same bytes. */
+        {
+            Preset lp = *preset_find("tiny");
+            lp.scene_lookup = 1;
+            char *ldir = tpath("world_lookup");
+            data_generate(&lp, 3, "data", ldir);
+            World *wl = world_load(ldir);
+            Model *ml = model_new(&vc);
+            model_init(ml, 5);
+            train_vision_warmup(ml, wl, n_vw, 5, 0, NULL);
+            TEST(wl->n_items > w->n_items, "the lookup world has more items (%d, %d)", wl->n_items, w->n_items);
+            TEST(memcmp(m1->w, ml->w, m1->n_floats * sizeof(float)) == 0, "warm-up: the same weights with the lookup items");
+            model_free(ml);
+            world_free(wl);
+            free(ldir);
+        }
 #ifdef _OPENMP
         int nth = omp_get_max_threads();
         omp_set_num_threads(nth == 1 ? 2 : 1);
-        Model *m2 = model_new(&vc);
+        Model *m2 = model_new(&vc), *mq2 = model_new(&vc);
         model_init(m2, 5);
-        train_vision_warmup(m2, w, n_vw, 5, NULL);
+        model_init(mq2, 5);
+        train_vision_warmup(m2, w, n_vw, 5, 0, NULL);
+        train_vision_warmup(mq2, w, n_vw, 5, 1, NULL);
         omp_set_num_threads(nth);
         TEST(memcmp(m1->w, m2->w, m1->n_floats * sizeof(float)) == 0, "warm-up: the same weights on 1 and 2 threads");
+        TEST(memcmp(mq->w, mq2->w, mq->n_floats * sizeof(float)) == 0, "quadrant warm-up: the same weights on 1 and 2 threads");
         model_free(m2);
+        model_free(mq2);
 #endif
         model_free(m0);
         model_free(m1);
+        model_free(mq);
     }
 
     /* 8. The mixed warm-up, the multiple-choice warm-up, the scene warm-up: the first's
