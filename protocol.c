@@ -155,8 +155,8 @@ typedef struct Ctx {
     double lr_scale;            /* --unlearn-lr xF: every other method's default times F */
     char *lr_spec;              /* --unlearn-lr as parsed, for the reproduce command (NULL: none) */
     TrainOpts pt_over;          /* pre-training overrides of the recipe (base_pt, oracle_pt):
-                                   vision_lr, vision/mc/scene/mixed warm-up; -1 = the recipe's;
-                                   general_repeat (0: the recipe's) */
+                                   vision_lr, vision/mc/scene/mixed warm-up, vision_quadrant;
+                                   -1 = the recipe's; general_repeat (0: the recipe's) */
     int ft_general_repeat;      /* fine-tuning's general_repeat (base_ft, oracle_ft); 0: the recipe's */
     World *w;
     Tokenizer *tok;
@@ -516,6 +516,7 @@ static TrainOpts stage_opts(const Ctx *c, int stage, const char *base) {
         o.scene_warmup = c->pt_over.scene_warmup;
         o.mixed_warmup = c->pt_over.mixed_warmup;
         o.general_repeat = c->pt_over.general_repeat;
+        o.vision_quadrant = c->pt_over.vision_quadrant;
     } else if (stage == STAGE_FT) {
         o.general_repeat = c->ft_general_repeat;
     }
@@ -1350,6 +1351,7 @@ static void write_run_json(Ctx *c) {
     json_add(ptj, "scene_warmup", json_new_number((double)pr.scene_warmup));
     json_add(ptj, "mixed_warmup", json_new_number((double)pr.mixed_warmup));
     json_add(ptj, "general_repeat", json_new_number((double)pr.general_repeat));
+    json_add(ptj, "vision_quadrant", json_new_number((double)pr.vision_quadrant));
     json_add(j, "pretrain_recipe", ptj);
     TrainOpts fto = stage_opts(c, STAGE_FT, "base_pt");
     Json *ftj = json_new_object();
@@ -1384,6 +1386,7 @@ static void write_run_json(Ctx *c) {
     for (int k = 0; k < 4; k++)
         if (pw[k] >= 0) text_printf(&cmd, " --%s %ld", pwn[k], pw[k]);
     if (po->general_repeat > 0) text_printf(&cmd, " --general-repeat %d", po->general_repeat);
+    if (po->vision_quadrant >= 0) text_printf(&cmd, " --vision-quadrant %d", po->vision_quadrant);
     if (c->ft_general_repeat > 0) text_printf(&cmd, " --ft-general-repeat %d", c->ft_general_repeat);
     json_add(j, "command", json_new_string(text_str(&cmd)));
     text_free(&cmd);
@@ -1420,12 +1423,12 @@ static void usage(FILE *f) {
         "                        most one xF, every other method's default times F; e.g.\n"
         "                        ga=3e-3,npo=3e-3 or x1.5 or rmu=1e-2,x1.5\n"
         "  --vision-lr X, --vision-warmup N, --mc-warmup N, --scene-warmup N, --mixed-warmup N,\n"
+        "  --vision-quadrant 0|1,\n"
         "  --general-repeat K    pre-training recipe overrides (base_pt and oracle_pt), as in\n"
         "                        pulse pretrain (docs/training.md)\n"
         "  --ft-general-repeat K the fine-tuning recipe's general_repeat (base_ft and oracle_ft),\n"
-        "                        as pulse finetune's --general-repeat; e.g. the recipe before the\n"
-        "                        general items x4 / x6, with its unlearning rates: --general-repeat 1\n"
-        "                        --ft-general-repeat 3 --unlearn-lr ga=3e-3,npo=3e-3,npo_rt=3.5e-3\n"
+        "                        as pulse finetune's --general-repeat; e.g. the general items once\n"
+        "                        in both: --general-repeat 1 --ft-general-repeat 1\n"
         "  --jobs N              threads for the kernels (default 0: OpenMP's own; results do not\n"
         "                        depend on it)\n"
         "  --procs N             processes for everything after pre-training, one kernel thread\n"
@@ -1629,6 +1632,7 @@ int cmd_run(int argc, char **argv) {
     c.pt_over.scene_warmup = args_long(&a, "scene-warmup", -1, 0, 100000000L);
     c.pt_over.mixed_warmup = args_long(&a, "mixed-warmup", -1, 0, 100000000L);
     c.pt_over.general_repeat = (int)args_long(&a, "general-repeat", 0, 1, 100);
+    c.pt_over.vision_quadrant = (int)args_long(&a, "vision-quadrant", -1, 0, 1);
     c.ft_general_repeat = (int)args_long(&a, "ft-general-repeat", 0, 1, 100);
     long jobs = args_long(&a, "jobs", 0, 0, 4096);
     long procs = args_long(&a, "procs", 0, 0, 64);

@@ -13,8 +13,11 @@
  * invented people are nobody in the world, that each stem states its correct value and no
  * other option, that rendering draws 4 options with the letter at the stated value, that
  * they too leave every other file unchanged, that the loader refuses a malformed one, and
- * that a world.json without n_mc_context loads as having none. The raw material is read
- * from $PULSE_RAW or ./data (make test runs from the repository root).
+ * that a world.json without n_mc_context loads as having none. The place by one attribute
+ * (scene_lookup): every other file unchanged, each scene's lookup questions present and
+ * naming one figure, answered with its quadrant, the MC item's wrong options the other
+ * quadrants. The raw material is read from $PULSE_RAW or ./data (make test runs from the
+ * repository root).
  */
 #include <ctype.h>
 #include <stdlib.h>

@@ -3,8 +3,9 @@
  * 2 threads), an interrupted and resumed run gives the same bytes as an uninterrupted one,
  * excluded people never reach a batch (and every other item does, each epoch), LoRA
  * fine-tuning saves a plain merged checkpoint, the gates evaluate, the vision warm-up
- * trains only the vision side, deterministically, and the multiple-choice warm-up trains on
- * what it must.
+ * trains only the vision side, deterministically (its quadrant head too, whose first loss
+ * is ln 4; the place-by-one-attribute items change nothing in it), and the
+ * multiple-choice warm-up trains on what it must.
  * Short runs (batch 8, a few dozen steps) keep it to seconds; fewer under sanitizers. */
 #include <math.h>
 #include <stdlib.h>
