@@ -747,15 +747,13 @@ double train_vision_warmup(Model *m, const World *w, long steps, uint64_t seed, 
     }
     /* the quadrant of every scene patch: rows [0, B Np) of the features, each its own class */
     Tensor qhead = {0};
-    int *qrow = NULL, *qtgt = NULL;
+    int *qtgt = NULL;
     if (quadrant) {
         int hs[2] = {4, D};
         qhead = tensor_wrap(hw + off[VW_KINDS + 1], hg + off[VW_KINDS + 1], 2, hs);
-        qrow = xmalloc((size_t)VW_BATCH * Np * sizeof(int));
         qtgt = xmalloc((size_t)VW_BATCH * Np * sizeof(int));
         for (int i = 0; i < VW_BATCH * Np; i++) {
             int pt = i % Np;
-            qrow[i] = i;
             qtgt[i] = ((pt / g) / h) * 2 + (pt % g) / h;
         }
     }
@@ -821,7 +819,7 @@ double train_vision_warmup(Model *m, const World *w, long steps, uint64_t seed, 
         }
         Tensor *loss = op_add(&tp, op_scale(&tp, sum, -1.0f / (VW_BATCH * 4)), rec);
         if (quadrant) {
-            Tensor *xs = op_gather_rows(&tp, fall, qrow, VW_BATCH * Np);
+            Tensor *xs = op_slice_rows(&tp, fall, 0, VW_BATCH * Np);
             Tensor *lq = op_sum(&tp, op_token_logprob(&tp, op_linear(&tp, xs, &qhead, NULL), qtgt));
             loss = op_add(&tp, loss, op_scale(&tp, lq, -1.0f / (VW_BATCH * Np)));
         }
@@ -836,7 +834,7 @@ double train_vision_warmup(Model *m, const World *w, long steps, uint64_t seed, 
     }
     model_reset_optimizer(m);
     tape_free(&tp);
-    free(pix); free(target); free(pool); free(hw); free(hg); free(m1); free(m2); free(qrow); free(qtgt);
+    free(pix); free(target); free(pool); free(hw); free(hg); free(m1); free(m2); free(qtgt);
     free(sl.image); free(sl.label);
     return tail / n_tail;
 }

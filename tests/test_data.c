@@ -634,7 +634,7 @@ static void test_scene_lookup(const char *w1, const char *wl) {
     World *w = world_load(wl), *w0 = world_load(w1);
     TEST(w->preset.scene_lookup == 1 && w0->preset.scene_lookup == 0, "world.json scene_lookup %d / %d",
          w->preset.scene_lookup, w0->preset.scene_lookup);
-    int n_scene_items = 0, n_lookup = 0, n_q = 0, bad = 0, bad_mc = 0, missing = 0, by_shape = 0, by_colour = 0;
+    int n_scene_items = 0, n_lookup = 0, bad = 0, bad_mc = 0, missing = 0, by_shape = 0, by_colour = 0;
     char shape[4][64], colour[4][64], q[128];
     int last_img = -1;
     for (int i = 0; i < w->n_items; i++) {
@@ -675,7 +675,6 @@ static void test_scene_lookup(const char *w1, const char *wl) {
         bad_mc += !mc || mc->format != FMT_SCENE_MC || mc->image != it->image || mc->n_variants != it->n_variants;
         for (int v = 0; v < it->n_variants; v++) {
             const char *qq = it->variants[v].question, *ans = it->variants[v].answer;
-            n_q++;
             int found = -1, count = 0;
             for (int a = 0; a < 4; a++) {
                 if (!shape[a][0]) continue;
