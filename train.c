@@ -57,19 +57,20 @@
 #define STATE_MAGIC "PULSEST1"
 #define VISION_CACHE_TAG "pulse vision warm-up 1"   /* bump when the warm-up changes */
 #define VISION_QUADRANT_TAG "vision quadrant"         /* hashed when Recipe.vision_quadrant is on */
+#define VISION_SHAPE_TAG "vision shape"               /* hashed when Recipe.vision_shape is on */
 
 /* ============================================================================
  * Recipes. Reasoning and measurements in docs/training.md. Learning rate ~1e-3 with a
  * warm-up and cosine decay, clipping at 1.0: what made 1M-parameter models learn in
  * ../shared/research/feasibility.md. Epochs count presentations (Item.repeat included). */
 static const Recipe recipes[] = {
-    /* preset  stage     epochs batch  lr      warmup sched      wd    clip  mode        r   alpha targets replay vision_lr mc_repeat vision_warmup general_repeat mc_warmup mc_face mc_name scene_warmup mixed_warmup vision_quadrant */
-    {"tiny",  STAGE_PT,   2,    16,   2e-3f,   20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0, 0, 0, 0, 0, 0},
-    {"tiny",  STAGE_FT,   4,    16,   2e-3f,   10,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0, 0, 0, 0, 0, 0},
-    {"small", STAGE_PT,  10,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.1f,   3, 2000, 4, 4000, 5, 2,    0, 8000, 1},
-    {"small", STAGE_FT,  15,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 3,    0, 6,    0, 5, 2, 0, 0, 0},
-    {"paper", STAGE_PT,  10,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1, 2000, 1,    0, 0, 0, 0, 0, 0},
-    {"paper", STAGE_FT,  15,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 1,    0, 1,    0, 0, 0, 0, 0, 0},
+    /* preset  stage     epochs batch  lr      warmup sched      wd    clip  mode        r   alpha targets replay vision_lr mc_repeat vision_warmup general_repeat mc_warmup mc_face mc_name scene_warmup mixed_warmup vision_quadrant vision_shape */
+    {"tiny",  STAGE_PT,   2,    16,   2e-3f,   20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0, 0, 0, 0, 0, 0, 0},
+    {"tiny",  STAGE_FT,   4,    16,   2e-3f,   10,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0, 0, 0, 0, 0, 0, 0},
+    {"small", STAGE_PT,  10,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.1f,   3, 2000, 4, 4000, 5, 2,    0, 8000, 1, 1},
+    {"small", STAGE_FT,  15,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 3,    0, 6,    0, 5, 2, 0, 0, 0, 0},
+    {"paper", STAGE_PT,  10,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1, 2000, 1,    0, 0, 0, 0, 0, 0, 0},
+    {"paper", STAGE_FT,  15,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 1,    0, 1,    0, 0, 0, 0, 0, 0, 0},
 };
 
 Recipe train_recipe(const char *preset, int stage) {
@@ -112,6 +113,7 @@ TrainOpts train_opts_default(int stage) {
     o.scene_warmup = -1;
     o.mixed_warmup = -1;
     o.vision_quadrant = -1;
+    o.vision_shape = -1;
     return o;
 }
 
@@ -510,6 +512,7 @@ Recipe train_recipe_for(const TrainOpts *o, const char *preset) {
     if (o->scene_warmup >= 0) r.scene_warmup = o->scene_warmup;
     if (o->mixed_warmup >= 0) r.mixed_warmup = o->mixed_warmup;
     if (o->vision_quadrant >= 0) r.vision_quadrant = o->vision_quadrant;
+    if (o->vision_shape >= 0) r.vision_shape = o->vision_shape;
     if (o->mc_face_repeat > 0) r.mc_face_repeat = o->mc_face_repeat;
     if (o->mc_name_repeat > 0) r.mc_name_repeat = o->mc_name_repeat;
     return r;
@@ -521,7 +524,7 @@ static Plan make_plan(const TrainOpts *o, const World *w, long n_pres) {
     p.preset = o->preset ? o->preset : w->preset.name;
     p.r = train_recipe_for(o, w->preset.name);
     if (o->base || p.r.mode != TRAIN_FULL) p.r.vision_warmup = 0;   /* a random tower, trained in full */
-    if (!p.r.vision_warmup) p.r.vision_quadrant = 0;
+    if (!p.r.vision_warmup) p.r.vision_quadrant = p.r.vision_shape = 0;
     if (o->base || o->stage != STAGE_PT) p.r.mc_warmup = p.r.scene_warmup = p.r.mixed_warmup = 0;   /* from scratch only */
     p.steps = o->steps > 0 ? o->steps : (long)ceil(p.r.epochs * (double)n_pres / p.r.batch);
     if (p.steps < 1) p.steps = 1;
@@ -560,6 +563,7 @@ static uint64_t run_fingerprint(const TrainOpts *o, const World *w, const Plan *
         h = hash64(&p->r.mc_name_repeat, sizeof p->r.mc_name_repeat, h);
     }
     if (p->r.vision_quadrant) h = hash64(VISION_QUADRANT_TAG, sizeof VISION_QUADRANT_TAG - 1, h);   /* likewise */
+    if (p->r.vision_shape) h = hash64(VISION_SHAPE_TAG, sizeof VISION_SHAPE_TAG - 1, h);               /* likewise */
     for (int i = 0; i < o->n_exclude; i++) h = hash64(&o->exclude[i], sizeof o->exclude[i], h);
     return h;
 }
@@ -589,6 +593,7 @@ static Json *provenance_extra(const TrainOpts *o, const World *w, const Plan *p,
     if (o->stage == STAGE_PT && !o->base) {
         json_set(j, "vision_warmup_steps", json_new_number((double)p->r.vision_warmup));
         if (p->r.vision_quadrant) json_set(j, "vision_warmup_quadrant", json_new_bool(1));
+        if (p->r.vision_shape) json_set(j, "vision_warmup_shape", json_new_bool(1));
         json_set(j, "mc_warmup_steps", json_new_number((double)p->r.mc_warmup));
         json_set(j, "scene_warmup_steps", json_new_number((double)p->r.scene_warmup));
         json_set(j, "mixed_warmup_steps", json_new_number((double)p->r.mixed_warmup));
@@ -655,7 +660,11 @@ static void write_training_log(const char *out, const Plan *p, const State *st, 
  * pixels from its projector output, for those scenes and as many other pre-training images
  * (faces: without it the tower forgets what they need). The heads are dropped afterwards;
  * the decoder is untouched. The labels are the scene_vqa items' own answers to
- * DATA_SCENE_Q_SHAPE and DATA_SCENE_Q_COLOUR (class 0: no figure in that quadrant). On in
+ * DATA_SCENE_Q_SHAPE and DATA_SCENE_Q_COLOUR (class 0: no figure in that quadrant). Two
+ * more heads read each scene patch alone, the quadrant it is in (Recipe.vision_quadrant)
+ * and the shape of the figure in that quadrant (Recipe.vision_shape): without them a
+ * token holds its figure's colour but not its place or its shape, which only the
+ * quadrant's four tokens together hold (docs/training.md, "The shape in every token"). On in
  * the small and paper recipes (paper's genbench scenes 64 -> 86.5%; small's 55 -> 62.5%:
  * its mix gives the scenes fewer presentations; docs/training.md), off in tiny (tests);
  * --vision-warmup N sets it. */
@@ -707,7 +716,8 @@ static void scene_labels(const World *w, SceneLabels *sl) {
     }
 }
 
-double train_vision_warmup(Model *m, const World *w, long steps, uint64_t seed, int quadrant, double *first) {
+double train_vision_warmup(Model *m, const World *w, long steps, uint64_t seed, int heads, double *first) {
+    int quadrant = (heads & TRAIN_VW_QUADRANT) != 0, shape = (heads & TRAIN_VW_SHAPE) != 0;
     const float lr = VW_LR;
     SceneLabels sl;
     scene_labels(w, &sl);
@@ -730,7 +740,8 @@ double train_vision_warmup(Model *m, const World *w, long steps, uint64_t seed, 
     size_t off[VW_KINDS + 2] = {0};
     for (int k = 0; k < VW_KINDS; k++) off[k + 1] = off[k] + (size_t)4 * sl.n_class[k] * per * D;
     off[VW_KINDS + 1] = off[VW_KINDS] + (size_t)cpp * D;         /* the reconstruction head [cpp, D] */
-    size_t nh = off[VW_KINDS + 1] + (quadrant ? (size_t)4 * D : 0); /* the quadrant head [4, D] */
+    size_t off_s = off[VW_KINDS + 1] + (quadrant ? (size_t)4 * D : 0);  /* the quadrant head [4, D] */
+    size_t nh = off_s + (shape ? (size_t)sl.n_class[0] * D : 0);         /* the shape head [n_class, D] */
     float *hw = xmalloc(nh * sizeof(float)), *hg = xcalloc(nh, sizeof(float));
     float *m1 = xcalloc(nh, sizeof(float)), *m2 = xcalloc(nh, sizeof(float));
     Rng r;
@@ -757,6 +768,15 @@ double train_vision_warmup(Model *m, const World *w, long steps, uint64_t seed, 
             qtgt[i] = ((pt / g) / h) * 2 + (pt % g) / h;
         }
     }
+    /* the shape of the figure in every scene patch's quadrant (class 0: none), each patch
+     * its own row, filled per batch */
+    Tensor shead = {0};
+    int *stgt = NULL;
+    if (shape) {
+        int hs[2] = {sl.n_class[0], D};
+        shead = tensor_wrap(hw + off_s, hg + off_s, 2, hs);
+        stgt = xmalloc((size_t)VW_BATCH * Np * sizeof(int));
+    }
     model_set_train(m, TRAIN_FULL, NULL);
     model_train_only(m, "vision_tower.,multi_modal_projector.");
     AdamW opt = adamw_default();
@@ -781,6 +801,9 @@ double train_vision_warmup(Model *m, const World *w, long steps, uint64_t seed, 
             stream_rng(&aug, seed, "vision-aug", (uint64_t)st * VW_BATCH + (uint64_t)b);
             world_image_pixels(w, sl.image[sc], &aug, pix + (size_t)b * PIX);
             pp[b] = pix + (size_t)b * PIX;
+            if (shape)
+                for (int pt = 0; pt < Np; pt++)
+                    stgt[b * Np + pt] = sl.label[(size_t)sc * VW_KINDS * 4 + ((pt / g) / h) * 2 + (pt % g) / h];
             for (int quad = 0; quad < 4; quad++) {
                 int row = b * 4 + quad, y0 = (quad / 2) * h, x0 = (quad % 2) * h, j = 0;
                 for (int k = 0; k < VW_KINDS; k++)
@@ -818,9 +841,10 @@ double train_vision_warmup(Model *m, const World *w, long steps, uint64_t seed, 
             sum = sum ? op_add(&tp, sum, lp) : lp;
         }
         Tensor *loss = op_add(&tp, op_scale(&tp, sum, -1.0f / (VW_BATCH * 4)), rec);
-        if (quadrant) {
+        for (int k = 0; k < 2; k++) {        /* the per-token heads: quadrant, shape */
+            if (!(k ? shape : quadrant)) continue;
             Tensor *xs = op_slice_rows(&tp, fall, 0, VW_BATCH * Np);
-            Tensor *lq = op_sum(&tp, op_token_logprob(&tp, op_linear(&tp, xs, &qhead, NULL), qtgt));
+            Tensor *lq = op_sum(&tp, op_token_logprob(&tp, op_linear(&tp, xs, k ? &shead : &qhead, NULL), k ? stgt : qtgt));
             loss = op_add(&tp, loss, op_scale(&tp, lq, -1.0f / (VW_BATCH * Np)));
         }
         if (st == 0 && first) *first = loss->data[0];
@@ -834,7 +858,7 @@ double train_vision_warmup(Model *m, const World *w, long steps, uint64_t seed, 
     }
     model_reset_optimizer(m);
     tape_free(&tp);
-    free(pix); free(target); free(pool); free(hw); free(hg); free(m1); free(m2); free(qtgt);
+    free(pix); free(target); free(pool); free(hw); free(hg); free(m1); free(m2); free(qtgt); free(stgt);
     free(sl.image); free(sl.label);
     return tail / n_tail;
 }
@@ -1057,6 +1081,7 @@ int train_run(const TrainOpts *o) {
         vfp = hash64(&o->seed, sizeof o->seed, vfp);
         vfp = hash64(&r->vision_warmup, sizeof r->vision_warmup, vfp);
         if (r->vision_quadrant) vfp = hash64(VISION_QUADRANT_TAG, sizeof VISION_QUADRANT_TAG - 1, vfp);
+        if (r->vision_shape) vfp = hash64(VISION_SHAPE_TAG, sizeof VISION_SHAPE_TAG - 1, vfp);
         State vs;
         memset(&vs, 0, sizeof vs);
         if (o->vision_cache && state_load(o->vision_cache, vfp, m, &vs)) {
@@ -1067,7 +1092,8 @@ int train_run(const TrainOpts *o) {
                         r->vision_warmup, o->vision_cache);
         } else {
             double tw = now_seconds();
-            double wl = train_vision_warmup(m, w, r->vision_warmup, o->seed, r->vision_quadrant, NULL);
+            double wl = train_vision_warmup(m, w, r->vision_warmup, o->seed,
+                                           (r->vision_quadrant ? TRAIN_VW_QUADRANT : 0) | (r->vision_shape ? TRAIN_VW_SHAPE : 0), NULL);
             model_set_train(m, r->mode, NULL);
             if (!isnan(wl)) st.warm_secs[PH_VISION] = now_seconds() - tw;
             if (!o->quiet && !isnan(wl))
@@ -1402,6 +1428,8 @@ static void usage(FILE *f, int stage) {
                "                        scenes' figures before the main loop (0: none)\n"
                "  --vision-quadrant 0|1 the vision warm-up also names each scene patch's quadrant from\n"
                "                        that patch alone (small: 1)\n"
+               "  --vision-shape 0|1    and the shape of the figure in that patch's quadrant, likewise\n"
+               "                        (small: 1)\n"
                "  --mixed-warmup N      pre-training from scratch: N steps first after the vision warm-up,\n"
                "                        a batch of the scenes' captions, questions and letter multiple\n"
                "                        choice, then one of the text items --mc-warmup trains, in turn,\n"
@@ -1454,6 +1482,7 @@ static int cmd_train(int stage, int argc, char **argv) {
     o.scene_warmup = args_long(&a, "scene-warmup", -1, 0, 100000000L);
     o.mixed_warmup = args_long(&a, "mixed-warmup", -1, 0, 100000000L);
     o.vision_quadrant = (int)args_long(&a, "vision-quadrant", -1, 0, 1);
+    o.vision_shape = (int)args_long(&a, "vision-shape", -1, 0, 1);
     double every = args_double(&a, "state-every", 30, 0, 1e9);
     o.state_every = every == 0 ? -1 : every;
     int no_gates = args_flag(&a, "no-gates");

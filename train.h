@@ -73,6 +73,9 @@ typedef struct Recipe {
                                    alone, the quadrant it is in (a linear head on every
                                    patch's projector output; docs/training.md, "The place by
                                    one attribute") */
+    int vision_shape;           /* 1: and the shape of the figure in the quadrant it is in,
+                                   likewise from each scene token alone (docs/training.md,
+                                   "The shape in every token") */
 } Recipe;
 
 /* The vision warm-up that pre-training from scratch runs first (Recipe.vision_warmup;
@@ -80,13 +83,15 @@ typedef struct Recipe {
  * tower and the projector of m learn (AdamW, peak lr 1e-3, cosine), through linear heads
  * (dropped afterwards) that name each quadrant's figure and colour from that quadrant's
  * patch features and rebuild every patch's pixels (scenes and 32 other pre-training images
- * a step); with `quadrant`, one more head names from each scene patch's features alone the
- * quadrant it is in (Recipe.vision_quadrant). Deterministic in (m, world, steps, seed,
- * quadrant), whatever the thread count.
+ * a step). `heads` adds per-token heads, each reading one scene patch's features alone:
+ * TRAIN_VW_QUADRANT names the quadrant the patch is in (Recipe.vision_quadrant),
+ * TRAIN_VW_SHAPE the shape of the figure in that quadrant, or none (Recipe.vision_shape).
+ * Deterministic in (m, world, steps, seed, heads), whatever the thread count.
  * Returns the mean loss of the last min(100, steps) steps and the first step's in *first
  * (if not NULL); NAN, and m untouched, when the world has no scenes. Afterwards m's
  * optimizer state is reset and only the vision side is left trainable. */
-double train_vision_warmup(Model *m, const World *w, long steps, uint64_t seed, int quadrant, double *first);
+enum { TRAIN_VW_QUADRANT = 1, TRAIN_VW_SHAPE = 2 };
+double train_vision_warmup(Model *m, const World *w, long steps, uint64_t seed, int heads, double *first);
 
 /* The learning rate of step `step` (from 0) of the multiple-choice warm-up
  * (Recipe.mc_warmup): a linear ramp over `warmup` steps (the recipe's) to TRAIN_MCW_LR, then
@@ -146,6 +151,7 @@ typedef struct TrainOpts {
     long scene_warmup;          /* -1: recipe */
     long mixed_warmup;          /* -1: recipe */
     int vision_quadrant;        /* -1: recipe */
+    int vision_shape;           /* -1: recipe */
     /* Pre-training from scratch: a file holding the weights after the vision warm-up, read
      * instead of running it when it was written for the same initial weights, world, seed
      * and steps, written otherwise (NULL: none). The warm-up ignores the excluded people,

@@ -456,10 +456,34 @@ int main(void) {
          * quadrants; the loss still falls and the tower learns something else. */
         Model *mq = model_new(&vc);
         model_init(mq, 5);
-        double fq = 0, lq = train_vision_warmup(mq, w, n_vw, 5, 1, &fq);
+        double fq = 0, lq = train_vision_warmup(mq, w, n_vw, 5, TRAIN_VW_QUADRANT, &fq);
         TEST(fabs(fq - first - log(4.0)) < 0.02, "quadrant term at the first step %.4f (ln 4 = %.4f)", fq - first, log(4.0));
         TEST(isfinite(lq) && lq < fq - (sanitized ? 0.0 : 0.5), "warm-up loss with the quadrant head falls: %.3f -> %.3f", fq, lq);
         TEST(memcmp(m1->w, mq->w, m1->n_floats * sizeof(float)) != 0, "the quadrant head changes the tower");
+        /* The shape head (Recipe.vision_shape) likewise: its term at the first step is
+         * ln K, K the shapes the training scenes' questions name plus "none". */
+        const char *shapes[64];
+        int n_shapes = 0;
+        char q[128];
+        for (int i = 0; i < w->n_items; i++) {
+            const Item *it = &w->items[i];
+            if (it->stage != STAGE_PT || it->format != FMT_SCENE_VQA) continue;
+            for (int v = 0; v < it->n_variants; v++)
+                for (int quad = 0; quad < 4; quad++) {
+                    snprintf(q, sizeof q, DATA_SCENE_Q_SHAPE, data_quadrant_names[quad]);
+                    if (strcmp(it->variants[v].question, q) != 0) continue;
+                    int known = 0;
+                    for (int k = 0; k < n_shapes; k++) known |= strcmp(shapes[k], it->variants[v].answer) == 0;
+                    if (!known && n_shapes < 64) shapes[n_shapes++] = it->variants[v].answer;
+                }
+        }
+        Model *ms = model_new(&vc);
+        model_init(ms, 5);
+        double fsh = 0, lsh = train_vision_warmup(ms, w, n_vw, 5, TRAIN_VW_QUADRANT | TRAIN_VW_SHAPE, &fsh);
+        TEST(n_shapes >= 3 && fabs(fsh - fq - log(n_shapes + 1.0)) < 0.02, "shape term at the first step %.4f (ln %d = %.4f)",
+             fsh - fq, n_shapes + 1, log(n_shapes + 1.0));
+        TEST(isfinite(lsh) && lsh < fsh - (sanitized ? 0.0 : 0.5), "warm-up loss with the shape head falls: %.3f -> %.3f", fsh, lsh);
+        TEST(memcmp(mq->w, ms->w, mq->n_floats * sizeof(float)) != 0, "the shape head changes the tower");
         /* A world with the place by one attribute (Preset.scene_lookup) has the same scenes,
          * labels and images: the warm-up gives the same bytes. */
         {
@@ -480,20 +504,25 @@ int main(void) {
 #ifdef _OPENMP
         int nth = omp_get_max_threads();
         omp_set_num_threads(nth == 1 ? 2 : 1);
-        Model *m2 = model_new(&vc), *mq2 = model_new(&vc);
+        Model *m2 = model_new(&vc), *mq2 = model_new(&vc), *ms2 = model_new(&vc);
         model_init(m2, 5);
         model_init(mq2, 5);
+        model_init(ms2, 5);
         train_vision_warmup(m2, w, n_vw, 5, 0, NULL);
-        train_vision_warmup(mq2, w, n_vw, 5, 1, NULL);
+        train_vision_warmup(mq2, w, n_vw, 5, TRAIN_VW_QUADRANT, NULL);
+        train_vision_warmup(ms2, w, n_vw, 5, TRAIN_VW_QUADRANT | TRAIN_VW_SHAPE, NULL);
         omp_set_num_threads(nth);
         TEST(memcmp(m1->w, m2->w, m1->n_floats * sizeof(float)) == 0, "warm-up: the same weights on 1 and 2 threads");
         TEST(memcmp(mq->w, mq2->w, mq->n_floats * sizeof(float)) == 0, "quadrant warm-up: the same weights on 1 and 2 threads");
+        TEST(memcmp(ms->w, ms2->w, ms->n_floats * sizeof(float)) == 0, "shape warm-up: the same weights on 1 and 2 threads");
         model_free(m2);
         model_free(mq2);
+        model_free(ms2);
 #endif
         model_free(m0);
         model_free(m1);
         model_free(mq);
+        model_free(ms);
     }
 
     /* 8. The mixed warm-up, the multiple-choice warm-up, the scene warm-up: the first's
