@@ -716,6 +716,9 @@ static void scene_labels(const World *w, SceneLabels *sl) {
     }
 }
 
+/* The quadrant (0 top left .. 3 bottom right) of patch `pt` in a g x g grid. */
+static int patch_quadrant(int pt, int g) { return ((pt / g) / (g / 2)) * 2 + (pt % g) / (g / 2); }
+
 double train_vision_warmup(Model *m, const World *w, long steps, uint64_t seed, int heads, double *first) {
     int quadrant = (heads & TRAIN_VW_QUADRANT) != 0, shape = (heads & TRAIN_VW_SHAPE) != 0;
     const float lr = VW_LR;
@@ -763,10 +766,7 @@ double train_vision_warmup(Model *m, const World *w, long steps, uint64_t seed, 
         int hs[2] = {4, D};
         qhead = tensor_wrap(hw + off[VW_KINDS + 1], hg + off[VW_KINDS + 1], 2, hs);
         qtgt = xmalloc((size_t)VW_BATCH * Np * sizeof(int));
-        for (int i = 0; i < VW_BATCH * Np; i++) {
-            int pt = i % Np;
-            qtgt[i] = ((pt / g) / h) * 2 + (pt % g) / h;
-        }
+        for (int i = 0; i < VW_BATCH * Np; i++) qtgt[i] = patch_quadrant(i % Np, g);
     }
     /* the shape of the figure in every scene patch's quadrant (class 0: none), each patch
      * its own row, filled per batch */
@@ -803,7 +803,7 @@ double train_vision_warmup(Model *m, const World *w, long steps, uint64_t seed, 
             pp[b] = pix + (size_t)b * PIX;
             if (shape)
                 for (int pt = 0; pt < Np; pt++)
-                    stgt[b * Np + pt] = sl.label[(size_t)sc * VW_KINDS * 4 + ((pt / g) / h) * 2 + (pt % g) / h];
+                    stgt[b * Np + pt] = sl.label[(size_t)sc * VW_KINDS * 4 + patch_quadrant(pt, g)];
             for (int quad = 0; quad < 4; quad++) {
                 int row = b * 4 + quad, y0 = (quad / 2) * h, x0 = (quad % 2) * h, j = 0;
                 for (int k = 0; k < VW_KINDS; k++)
