@@ -156,7 +156,7 @@ typedef struct Ctx {
     char *lr_spec;              /* --unlearn-lr as parsed, for the reproduce command (NULL: none) */
     TrainOpts pt_over;          /* pre-training overrides of the recipe (base_pt, oracle_pt):
                                    vision_lr, vision/mc/scene/mixed warm-up, vision_quadrant,
-                                   vision_shape;
+                                   vision_shape, warm_restart;
                                    -1 = the recipe's; general_repeat (0: the recipe's) */
     int ft_general_repeat;      /* fine-tuning's general_repeat (base_ft, oracle_ft); 0: the recipe's */
     World *w;
@@ -519,6 +519,7 @@ static TrainOpts stage_opts(const Ctx *c, int stage, const char *base) {
         o.general_repeat = c->pt_over.general_repeat;
         o.vision_quadrant = c->pt_over.vision_quadrant;
         o.vision_shape = c->pt_over.vision_shape;
+        o.warm_restart = c->pt_over.warm_restart;
     } else if (stage == STAGE_FT) {
         o.general_repeat = c->ft_general_repeat;
     }
@@ -552,6 +553,8 @@ static uint64_t stage_train(Ctx *c, const char *name, int stage, const char *bas
     if (r.mc_face_repeat || r.mc_name_repeat) h = h_int(h_int(h, r.mc_face_repeat), r.mc_name_repeat);  /* likewise */
     if (!base && r.vision_warmup && r.vision_quadrant) h = h_str(h, "vision quadrant");                  /* likewise */
     if (!base && r.vision_warmup && r.vision_shape) h = h_str(h, "vision shape");                        /* likewise */
+    long wr = base || stage != STAGE_PT ? 0 : r.warm_restart;
+    if (wr) h = h_int(h_str(h, TRAIN_RESTART_SCHEDULE), wr);                                            /* likewise */
     if (!base) {
         /* from scratch: the preset's model */
         LlavaConfig mc = train_model_config(c->preset->name, c->preset->vocab_size);
@@ -1356,6 +1359,7 @@ static void write_run_json(Ctx *c) {
     json_add(ptj, "general_repeat", json_new_number((double)pr.general_repeat));
     json_add(ptj, "vision_quadrant", json_new_number((double)pr.vision_quadrant));
     json_add(ptj, "vision_shape", json_new_number((double)pr.vision_shape));
+    json_add(ptj, "warm_restart", json_new_number((double)pr.warm_restart));
     json_add(j, "pretrain_recipe", ptj);
     TrainOpts fto = stage_opts(c, STAGE_FT, "base_pt");
     Json *ftj = json_new_object();
@@ -1392,6 +1396,7 @@ static void write_run_json(Ctx *c) {
     if (po->general_repeat > 0) text_printf(&cmd, " --general-repeat %d", po->general_repeat);
     if (po->vision_quadrant >= 0) text_printf(&cmd, " --vision-quadrant %d", po->vision_quadrant);
     if (po->vision_shape >= 0) text_printf(&cmd, " --vision-shape %d", po->vision_shape);
+    if (po->warm_restart >= 0) text_printf(&cmd, " --warm-restart %ld", po->warm_restart);
     if (c->ft_general_repeat > 0) text_printf(&cmd, " --ft-general-repeat %d", c->ft_general_repeat);
     json_add(j, "command", json_new_string(text_str(&cmd)));
     text_free(&cmd);
@@ -1428,7 +1433,7 @@ static void usage(FILE *f) {
         "                        most one xF, every other method's default times F; e.g.\n"
         "                        ga=3e-3,npo=3e-3 or x1.5 or rmu=1e-2,x1.5\n"
         "  --vision-lr X, --vision-warmup N, --mc-warmup N, --scene-warmup N, --mixed-warmup N,\n"
-        "  --vision-quadrant 0|1, --vision-shape 0|1,\n"
+        "  --vision-quadrant 0|1, --vision-shape 0|1, --warm-restart N,\n"
         "  --general-repeat K    pre-training recipe overrides (base_pt and oracle_pt), as in\n"
         "                        pulse pretrain (docs/training.md)\n"
         "  --ft-general-repeat K the fine-tuning recipe's general_repeat (base_ft and oracle_ft),\n"
@@ -1622,7 +1627,7 @@ int cmd_run(int argc, char **argv) {
     memset(&c, 0, sizeof c);
     c.t_start = now_seconds();
     const char *preset = args_str(&a, "preset", "small");
-    c.seed = (uint64_t)args_long(&a, "seed", 1, 0, 0x7fffffffffffffffL);
+    c.seed = (uint64_t)args_long(&a, "seed", 1, 0, 9007199254740991L);   /* exact in config.json (a JSON number) */
     const char *out = args_str(&a, "out", NULL);
     const char *methods = args_str(&a, "methods", "all");
     const char *settings = args_str(&a, "settings", "finetuned,pretrained,sequential,params");
@@ -1639,6 +1644,7 @@ int cmd_run(int argc, char **argv) {
     c.pt_over.general_repeat = (int)args_long(&a, "general-repeat", 0, 1, 100);
     c.pt_over.vision_quadrant = (int)args_long(&a, "vision-quadrant", -1, 0, 1);
     c.pt_over.vision_shape = (int)args_long(&a, "vision-shape", -1, 0, 1);
+    c.pt_over.warm_restart = args_long(&a, "warm-restart", -1, 0, 100000000L);
     c.ft_general_repeat = (int)args_long(&a, "ft-general-repeat", 0, 1, 100);
     long jobs = args_long(&a, "jobs", 0, 0, 4096);
     long procs = args_long(&a, "procs", 0, 0, 64);

@@ -64,13 +64,13 @@
  * warm-up and cosine decay, clipping at 1.0: what made 1M-parameter models learn in
  * ../shared/research/feasibility.md. Epochs count presentations (Item.repeat included). */
 static const Recipe recipes[] = {
-    /* preset  stage     epochs batch  lr      warmup sched      wd    clip  mode        r   alpha targets replay vision_lr mc_repeat vision_warmup general_repeat mc_warmup mc_face mc_name scene_warmup mixed_warmup vision_quadrant vision_shape */
-    {"tiny",  STAGE_PT,   2,    16,   2e-3f,   20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0, 0, 0, 0, 0, 0, 0},
-    {"tiny",  STAGE_FT,   4,    16,   2e-3f,   10,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0, 0, 0, 0, 0, 0, 0},
-    {"small", STAGE_PT,  10,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.1f,   3, 2000, 4, 4000, 5, 2,    0, 8000, 1, 1},
-    {"small", STAGE_FT,  15,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 3,    0, 6,    0, 5, 2, 0, 0, 0, 0},
-    {"paper", STAGE_PT,  10,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1, 2000, 1,    0, 0, 0, 0, 0, 0, 0},
-    {"paper", STAGE_FT,  15,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 1,    0, 1,    0, 0, 0, 0, 0, 0, 0},
+    /* preset  stage     epochs batch  lr      warmup sched      wd    clip  mode        r   alpha targets replay vision_lr mc_repeat vision_warmup general_repeat mc_warmup mc_face mc_name scene_warmup mixed_warmup vision_quadrant vision_shape warm_restart */
+    {"tiny",  STAGE_PT,   2,    16,   2e-3f,   20,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0, 0, 0, 0, 0, 0, 0, 0},
+    {"tiny",  STAGE_FT,   4,    16,   2e-3f,   10,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1,    0, 1,    0, 0, 0, 0, 0, 0, 0, 0},
+    {"small", STAGE_PT,  10,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.1f,   3, 2000, 4, 4000, 5, 2,    0, 8000, 1, 1, 3000},
+    {"small", STAGE_FT,  15,    16,   2e-3f,  100,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 3,    0, 6,    0, 5, 2, 0, 0, 0, 0, 0},
+    {"paper", STAGE_PT,  10,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.0f, 0.015f, 1, 2000, 1,    0, 0, 0, 0, 0, 0, 0, 0},
+    {"paper", STAGE_FT,  15,    32,   2e-3f,  200,  LR_COSINE, 0.0f, 1.0f, TRAIN_FULL, 16, 16.0f, "llm", 0.5f, 0.015f, 1,    0, 1,    0, 0, 0, 0, 0, 0, 0, 0},
 };
 
 Recipe train_recipe(const char *preset, int stage) {
@@ -114,6 +114,7 @@ TrainOpts train_opts_default(int stage) {
     o.mixed_warmup = -1;
     o.vision_quadrant = -1;
     o.vision_shape = -1;
+    o.warm_restart = -1;
     return o;
 }
 
@@ -513,6 +514,7 @@ Recipe train_recipe_for(const TrainOpts *o, const char *preset) {
     if (o->mixed_warmup >= 0) r.mixed_warmup = o->mixed_warmup;
     if (o->vision_quadrant >= 0) r.vision_quadrant = o->vision_quadrant;
     if (o->vision_shape >= 0) r.vision_shape = o->vision_shape;
+    if (o->warm_restart >= 0) r.warm_restart = o->warm_restart;
     if (o->mc_face_repeat > 0) r.mc_face_repeat = o->mc_face_repeat;
     if (o->mc_name_repeat > 0) r.mc_name_repeat = o->mc_name_repeat;
     return r;
@@ -525,7 +527,7 @@ static Plan make_plan(const TrainOpts *o, const World *w, long n_pres) {
     p.r = train_recipe_for(o, w->preset.name);
     if (o->base || p.r.mode != TRAIN_FULL) p.r.vision_warmup = 0;   /* a random tower, trained in full */
     if (!p.r.vision_warmup) p.r.vision_quadrant = p.r.vision_shape = 0;
-    if (o->base || o->stage != STAGE_PT) p.r.mc_warmup = p.r.scene_warmup = p.r.mixed_warmup = 0;   /* from scratch only */
+    if (o->base || o->stage != STAGE_PT) p.r.mc_warmup = p.r.scene_warmup = p.r.mixed_warmup = p.r.warm_restart = 0;   /* from scratch only */
     p.steps = o->steps > 0 ? o->steps : (long)ceil(p.r.epochs * (double)n_pres / p.r.batch);
     if (p.steps < 1) p.steps = 1;
     return p;
@@ -564,6 +566,10 @@ static uint64_t run_fingerprint(const TrainOpts *o, const World *w, const Plan *
     }
     if (p->r.vision_quadrant) h = hash64(VISION_QUADRANT_TAG, sizeof VISION_QUADRANT_TAG - 1, h);   /* likewise */
     if (p->r.vision_shape) h = hash64(VISION_SHAPE_TAG, sizeof VISION_SHAPE_TAG - 1, h);               /* likewise */
+    if (p->r.warm_restart) {    /* likewise */
+        h = hash64(TRAIN_RESTART_SCHEDULE, sizeof TRAIN_RESTART_SCHEDULE - 1, h);
+        h = hash64(&p->r.warm_restart, sizeof p->r.warm_restart, h);
+    }
     for (int i = 0; i < o->n_exclude; i++) h = hash64(&o->exclude[i], sizeof o->exclude[i], h);
     return h;
 }
@@ -598,6 +604,10 @@ static Json *provenance_extra(const TrainOpts *o, const World *w, const Plan *p,
         json_set(j, "scene_warmup_steps", json_new_number((double)p->r.scene_warmup));
         json_set(j, "mixed_warmup_steps", json_new_number((double)p->r.mixed_warmup));
         if (p->r.mixed_warmup) json_set(j, "mixed_warmup_lr", json_new_number((double)train_mixw_lr(p->r.warmup, p->r.warmup)));
+        if (p->r.warm_restart) {
+            json_set(j, "warm_restart_steps", json_new_number((double)p->r.warm_restart));
+            json_set(j, "warm_restart_lr", json_new_number((double)(p->r.lr * TRAIN_RESTART_SCALE)));
+        }
     }
     json_set(j, "finetuning", json_new_string(p->r.mode == TRAIN_LORA ? "lora_merged" : "full"));
     if (p->r.mode == TRAIN_LORA) {
@@ -620,7 +630,8 @@ static void write_training_log(const char *out, const Plan *p, const State *st, 
     static const char *const key[PH_MAIN] = {"vision_warmup_seconds", "mixed_warmup_seconds", "mc_warmup_seconds",
                                              "scene_warmup_seconds"};
     Json *j = json_new_object();
-    json_set(j, "steps", json_new_number((double)p->steps));
+    json_set(j, "steps", json_new_number((double)(p->steps + p->r.warm_restart)));
+    if (p->r.warm_restart) json_set(j, "warm_restart_steps", json_new_number((double)p->r.warm_restart));
     json_set(j, "tokens", json_new_number((double)st->tokens));
     json_set(j, "seconds", json_new_number(round(st->seconds * 1000.0) / 1000.0));
     /* the warm-ups', before the main loop's `seconds`, over every session (absent when one
@@ -1140,6 +1151,16 @@ int train_run(const TrainOpts *o) {
     /* Buffers: batch, pixels, tape. */
     Feed f;
     feed_init(&f, r->batch);
+    /* The warm restart (Recipe.warm_restart): after the main loop's p.steps, its own stream
+     * (another seed) and feed, as a run of its own from the main loop's weights would have. */
+    long total = p.steps + r->warm_restart;
+    Stream rs;
+    Feed rf;
+    memset(&rf, 0, sizeof rf);
+    if (r->warm_restart) {
+        stream_init(&rs, w, o->stage, FMT_ALL, MOD_ANY, o->exclude, o->n_exclude, o->seed ^ TRAIN_RESTART_SALT, r);
+        feed_init(&rf, r->batch);
+    }
     Tape tp;
     tape_init(&tp, (size_t)64 << 20);
 
@@ -1150,21 +1171,32 @@ int train_run(const TrainOpts *o) {
                 stage_name(o->stage), s.n_items, s.n_pres, p.steps, r->batch, (double)r->lr,
                 sched_name(r->schedule), r->warmup, r->mode == TRAIN_LORA ? "LoRA" : "full",
                 model_num_trainable(m), resumed ? " (resumed)" : "");
+        if (r->warm_restart)
+            fprintf(stderr, "%s: then a warm restart: %ld steps, lr %g %s, warm-up %d, the optimizer reset\n",
+                    stage_name(o->stage), r->warm_restart, (double)(r->lr * TRAIN_RESTART_SCALE),
+                    sched_name(r->schedule), TRAIN_RESTART_WARMUP);
         if (resumed && st.step > 0)
-            fprintf(stderr, "%s: resuming at step %ld of %ld\n", stage_name(o->stage), st.step, p.steps);
+            fprintf(stderr, "%s: resuming at step %ld of %ld\n", stage_name(o->stage), st.step, total);
     }
     Progress pr;
-    if (!quiet) progress_start(&pr, stage_name(o->stage), p.steps);
+    if (!quiet) progress_start(&pr, stage_name(o->stage), total);
     double t0 = now_seconds(), t_saved = t0, sec0 = st.seconds;
     double curve_sum = 0.0;
     int curve_n = 0;
-    long curve_every = p.steps / CURVE_MAX + 1;
+    long curve_every = total / CURVE_MAX + 1;
     long session_tokens = 0;    /* tokens of this session (padding share) */
-    for (long step = st.step; !stopped && step < p.steps; step++) {
-        long tokens = feed_step(&f, &s, tok, m->n_patches, step);
-        if (o->on_batch) o->on_batch(o->ctx, step, f.items, r->batch);
-        float lr = lr_schedule(r->schedule, step, p.steps, r->warmup, r->lr);
-        float loss = train_step(m, &tp, &f.bt, &opt, r->clip, lr, stage_name(o->stage), step);
+    for (long step = st.step; !stopped && step < total; step++) {
+        long k = step - p.steps;                /* >= 0: step k of the warm restart */
+        if (k == 0) {
+            model_reset_optimizer(m);
+            model_set_train(m, r->mode, NULL);
+        }
+        Feed *fd = k < 0 ? &f : &rf;
+        long tokens = feed_step(fd, k < 0 ? &s : &rs, tok, m->n_patches, k < 0 ? step : k);
+        if (o->on_batch) o->on_batch(o->ctx, step, fd->items, r->batch);
+        float lr = k < 0 ? lr_schedule(r->schedule, step, p.steps, r->warmup, r->lr)
+                         : lr_schedule(r->schedule, k, r->warm_restart, TRAIN_RESTART_WARMUP, r->lr * TRAIN_RESTART_SCALE);
+        float loss = train_step(m, &tp, &fd->bt, &opt, r->clip, lr, stage_name(o->stage), step);
         if (o->on_step) o->on_step(o->step_ctx);
 
         st.step = step + 1;
@@ -1174,7 +1206,7 @@ int train_run(const TrainOpts *o) {
         curve_sum += loss;
         curve_n++;
         /* The curve is kept in the state, so points are on fixed steps. */
-        if (st.step % curve_every == 0 || st.step == p.steps) {
+        if (st.step % curve_every == 0 || st.step == total) {
             if (st.n_curve < CURVE_MAX) {
                 st.curve[st.n_curve][0] = (float)st.step;
                 st.curve[st.n_curve][1] = (float)(curve_sum / curve_n);
@@ -1192,8 +1224,8 @@ int train_run(const TrainOpts *o) {
         }
         /* Save the state every `every` seconds and at a test-hook stop; never after the
          * last step (the checkpoint follows at once). */
-        int stop = stop_after > 0 && st.step >= stop_after && st.step < p.steps;
-        if (st.step < p.steps && (stop || (every > 0 && now - t_saved >= every))) {
+        int stop = stop_after > 0 && st.step >= stop_after && st.step < total;
+        if (st.step < total && (stop || (every > 0 && now - t_saved >= every))) {
             state_save(state_path, fp, m, &st);
             t_saved = now;
         }
@@ -1201,7 +1233,7 @@ int train_run(const TrainOpts *o) {
     }
     /* Final loss: mean over the last LOSS_RING steps (or all when fewer). The ring lives
      * in the state, so a resumed run reports the same value. */
-    int nr = p.steps < LOSS_RING ? (int)p.steps : LOSS_RING;
+    int nr = total < LOSS_RING ? (int)total : LOSS_RING;
     double final_loss = 0.0;
     for (int i = 0; i < nr; i++) final_loss += st.ring[i];
     final_loss /= nr;
@@ -1224,18 +1256,23 @@ int train_run(const TrainOpts *o) {
         model_set_train(m, TRAIN_NONE, NULL);
         char fph[32];
         snprintf(fph, sizeof fph, "%016llx", (unsigned long long)w->fingerprint);
-        Provenance pv = {stage_name(o->stage), p.preset, o->seed, fph, p.steps};
+        Provenance pv = {stage_name(o->stage), p.preset, o->seed, fph, total};
         save_checkpoint(o->out, m, tok, &pv, provenance_extra(o, w, &p, &st, final_loss, base_hash));
         write_training_log(o->out, &p, &st, final_loss, resumed_at);
         if (file_exists(state_path)) unlink(state_path);
         if (!o->quiet)
             fprintf(stderr, "%s: %ld steps, %ld tokens in %.1f s (%.0f tokens/s, %d threads, %.0f%% of positions "
                     "padding), final loss %.4f -> %s\n",
-                    stage_name(o->stage), p.steps, st.tokens, st.seconds, st.tokens / (st.seconds > 0 ? st.seconds : 1),
-                    kern_threads(), f.padded ? 100.0 * (1.0 - (double)session_tokens / f.padded) : 0.0, final_loss, o->out);
+                    stage_name(o->stage), total, st.tokens, st.seconds, st.tokens / (st.seconds > 0 ? st.seconds : 1),
+                    kern_threads(), f.padded + rf.padded ? 100.0 * (1.0 - (double)session_tokens / (f.padded + rf.padded)) : 0.0,
+                    final_loss, o->out);
     }
     tape_free(&tp);
     feed_free(&f);
+    if (r->warm_restart) {
+        feed_free(&rf);
+        stream_free(&rs);
+    }
     free(state_path);
     stream_free(&s);
     model_free(m);
@@ -1440,6 +1477,9 @@ static void usage(FILE *f, int stage) {
                "  --scene-warmup N      pre-training from scratch: N steps on the scenes' captions,\n"
                "                        questions and letter multiple choice alone, after the\n"
                "                        multiple-choice warm-up (0: none)\n"
+               "  --warm-restart N      pre-training from scratch: after the main loop, N more steps with\n"
+               "                        the optimizer reset, their own data order and a second cosine\n"
+               "                        cycle at a quarter of the peak rate (0: none; small: 3000)\n"
                "  --state-every SEC     seconds between saved training states (default 30, 0: never)\n"
                "  --no-gates            do not evaluate the gates after training\n"
                "  --quiet               no progress lines (the gates are still printed)\n"
@@ -1460,7 +1500,7 @@ static int cmd_train(int stage, int argc, char **argv) {
     o.base = args_str(&a, "base", NULL);
     o.out = args_str(&a, "out", NULL);
     o.preset = args_str(&a, "preset", NULL);
-    o.seed = (uint64_t)args_long(&a, "seed", 1, 0, 0x7fffffffffffffffL);
+    o.seed = (uint64_t)args_long(&a, "seed", 1, 0, 9007199254740991L);   /* exact in config.json (a JSON number) */
     const char *ex = args_str(&a, "exclude-people", NULL);
     o.steps = args_long(&a, "steps", 0, 1, 100000000L);
     o.epochs = args_double(&a, "epochs", 0, 1e-3, 1e6);
@@ -1483,6 +1523,7 @@ static int cmd_train(int stage, int argc, char **argv) {
     o.mixed_warmup = args_long(&a, "mixed-warmup", -1, 0, 100000000L);
     o.vision_quadrant = (int)args_long(&a, "vision-quadrant", -1, 0, 1);
     o.vision_shape = (int)args_long(&a, "vision-shape", -1, 0, 1);
+    o.warm_restart = args_long(&a, "warm-restart", -1, 0, 100000000L);
     double every = args_double(&a, "state-every", 30, 0, 1e9);
     o.state_every = every == 0 ? -1 : every;
     int no_gates = args_flag(&a, "no-gates");

@@ -76,6 +76,9 @@ typedef struct Recipe {
     int vision_shape;           /* 1: and the shape of the figure in the quadrant it is in,
                                    likewise from each scene token alone (docs/training.md,
                                    "The shape in every token") */
+    long warm_restart;          /* pre-training from scratch: after the main loop, steps of a
+                                   second cosine cycle at TRAIN_RESTART_SCALE x lr (0: none;
+                                   small: 3000; docs/training.md, "The warm restart") */
 } Recipe;
 
 /* The vision warm-up that pre-training from scratch runs first (Recipe.vision_warmup;
@@ -109,6 +112,20 @@ float train_mcw_lr(long step, long warmup);
 #define TRAIN_MIXW_SCALE 0.25f
 #define TRAIN_MIXW_SCHEDULE "mixed warm-up: first, scenes and text in turn, 0.25 x the multiple-choice warm-up's rate"
 float train_mixw_lr(long step, long warmup);
+
+/* The warm restart (Recipe.warm_restart; small: 3,000 steps, `--warm-restart N`): after the
+ * main loop, N more steps on the same items with the optimizer reset, their own data order
+ * (stream seed: seed ^ TRAIN_RESTART_SALT) and a second cosine cycle, TRAIN_RESTART_WARMUP
+ * warm-up steps to TRAIN_RESTART_SCALE x the peak rate (5e-4). Its bytes are those of
+ * `pulse pretrain --base <the run without it> --seed <seed ^ TRAIN_RESTART_SALT> --steps N
+ * --lr <lr x TRAIN_RESTART_SCALE> --warmup TRAIN_RESTART_WARMUP` (tests/test_train.c).
+ * Without it the scenes' letter answers name another figure's value in the scene (docs/
+ * training.md, "The warm restart"). TRAIN_RESTART_SCHEDULE names it in the fingerprint and
+ * the stage hash. */
+#define TRAIN_RESTART_SCALE 0.25f
+#define TRAIN_RESTART_WARMUP 50
+#define TRAIN_RESTART_SALT 0x7265737472ULL          /* "restr": seed ^ salt stays a JSON-exact seed */
+#define TRAIN_RESTART_SCHEDULE "warm restart: optimizer reset, own order, cosine at 0.25 x lr, 50 warm-up steps"
 
 /* The recipe for (preset, stage); unknown presets fall back to the "small" row. */
 Recipe train_recipe(const char *preset, int stage);
@@ -152,6 +169,7 @@ typedef struct TrainOpts {
     long mixed_warmup;          /* -1: recipe */
     int vision_quadrant;        /* -1: recipe */
     int vision_shape;           /* -1: recipe */
+    long warm_restart;          /* -1: recipe */
     /* Pre-training from scratch: a file holding the weights after the vision warm-up, read
      * instead of running it when it was written for the same initial weights, world, seed
      * and steps, written otherwise (NULL: none). The warm-up ignores the excluded people,

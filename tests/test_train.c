@@ -239,6 +239,43 @@ int main(void) {
     TEST(!same_ckpt(d1, r), "another seed gives other bytes");
     TEST(!file_exists(state), "stale state removed");
 
+    /* 3b. The warm restart (Recipe.warm_restart): after the main loop, steps that give the
+     * bytes of a run of their own from the main loop's result, with the seed, rate and
+     * warm-up of train.h; a run stopped inside it resumes with the same bytes. */
+    {
+        long n_wr = sanitized ? 4 : 8;
+        char *wr = tpath("restart"), *wc = tpath("restart_cont"), *ws = tpath("restart_stop");
+        o = small_opts(w, STAGE_PT, wr, n_det);
+        o.warm_restart = n_wr;
+        TEST(train_run(&o) == 0, "pre-training with a warm restart runs");
+        TEST(json_num(wr, "training.json", "steps") == n_det + n_wr &&
+             json_num(wr, "training.json", "warm_restart_steps") == n_wr, "training.json: %ld + %ld steps", n_det, n_wr);
+        TEST(!same_ckpt(d1, wr), "the warm restart changes the weights");
+        TrainOpts oc = small_opts(w, STAGE_PT, wc, n_wr);
+        oc.base = d1;                               /* run 1: the same main loop without it */
+        oc.seed = o.seed ^ TRAIN_RESTART_SALT;
+        oc.lr = train_recipe("tiny", STAGE_PT).lr * TRAIN_RESTART_SCALE;
+        oc.warmup = TRAIN_RESTART_WARMUP;
+        TEST(train_run(&oc) == 0 && same_file(wr, wc, "model.safetensors"),
+             "its bytes are those of a run of its own from the main loop's result (seed ^ salt, lr x %g, warm-up %d)",
+             (double)TRAIN_RESTART_SCALE, TRAIN_RESTART_WARMUP);
+        oc.out = ws;
+        oc.warm_restart = n_wr;                     /* from a base checkpoint: none */
+        TEST(train_run(&oc) == 0 && same_ckpt(wc, ws), "a run from a base checkpoint has no warm restart");
+        remove_tree(ws);
+        char *sst = xasprintf("%s.state", ws);
+        o.out = ws;
+        const long at[2] = {n_det, n_det + n_wr / 2};   /* the main loop's last step, inside the restart */
+        for (int k = 0; k < 2; k++) {
+            o.stop_after = at[k];
+            TEST(train_run(&o) == 3 && file_exists(sst), "stopped after step %ld (state saved)", at[k]);
+            o.stop_after = 0;
+            TEST(train_run(&o) == 0 && same_ckpt(wr, ws), "resumed at step %ld: the same bytes", at[k]);
+            remove_tree(ws);
+        }
+        free(sst); free(wr); free(wc); free(ws);
+    }
+
     /* 4. Fine-tuning without the forget people: they never appear; every other
      * fine-tuning item appears within one epoch. LoRA, merged on save. */
     const Split *fs = world_split(w, "forget_10");
