@@ -95,7 +95,7 @@ typedef struct MethodDefaults {
 static const MethodDefaults method_defaults[UL_N_METHODS] = {
     /*               lr       beta  alpha gamma  delta */
     [UL_GA]     = {4e-3f,   0.0f, 0.0f, 1.0f,  0.0f},   /* OU: gamma 1 */
-    [UL_GD]     = {8e-3f,   0.0f, 1.0f, 1.0f,  0.0f},   /* OU GradDiff: gamma 1, alpha 1 */
+    [UL_GD]     = {6e-3f,   0.0f, 1.0f, 1.0f,  0.0f},   /* OU GradDiff: gamma 1, alpha 1 */
     [UL_KLR]    = {4.5e-3f, 0.0f, 1.0f, 1.0f,  0.0f},   /* OU GradDiff (KL): gamma 1, alpha 1 */
     [UL_NPO]    = {4e-3f,   0.1f, 0.0f, 1.0f,  0.0f},   /* OU NPO: beta 0.1; alpha 0 = pure NPO */
     [UL_NPO_RT] = {4.5e-3f, 0.1f, 1.0f, 1.0f,  0.0f},   /* OU NPO: beta 0.1, gamma 1, alpha 1 */

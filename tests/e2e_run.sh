@@ -301,7 +301,7 @@ if cmp -s "$RUN/cells/finetuned-ga/results.json" "$LR/cells/finetuned-ga/results
 check "finetuned-before untouched" cmp "$RUN/cells/finetuned-before/results.json" "$LR/cells/finetuned-before/results.json"
 check "the reproduce command carries the rates" grep -q -- '--unlearn-lr ga=0.005,x2' "$LR/run.json"
 check "run.json: the rates used" grep -q '"npo": 0.008' "$LR/run.json"
-check "the report lists the rates" grep -q '^| unlearn_lr .*ga 0.005, gd 0.016,' "$LR/report.md"
+check "the report lists the rates" grep -q '^| unlearn_lr .*ga 0.005, gd 0.012,' "$LR/report.md"
 
 # --- 9. pre-training overrides: the recipe's own values retrain nothing, another value
 # retrains base_pt (and what depends on it) with it, recorded in config.json and run.json
