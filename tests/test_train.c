@@ -399,6 +399,7 @@ int main(void) {
             o.mc_warmup = 0;
             o.scene_warmup = 0;
             o.mixed_warmup = 0;
+            o.warm_restart = 0;
             o.mc_repeat = k;
             TEST(train_run(&o) == 0, "one step with the small recipe, mc_repeat %d", k);
             char *cp = xasprintf("%s/config.json", sp);
