@@ -569,7 +569,7 @@ int cmd_init(int argc, char **argv) {
         return 0;
     }
     const char *cfgpath = args_str(&a, "config", NULL), *out = args_str(&a, "out", NULL);
-    long seed = args_long(&a, "seed", 0, 0, 9007199254740991L);
+    long seed = args_long(&a, "seed", 0, 0, SEED_MAX);
     const char *corpus_arg = args_str(&a, "corpus", NULL), *corpus = corpus_arg ? corpus_arg : "data";
     args_done(&a);
     args_free(&a);

@@ -99,6 +99,8 @@ typedef struct Args {
 
 void args_init(Args *a, const char *cmd, int argc, char **argv); /* argv[0] = first arg after the command */
 const char *args_str(Args *a, const char *name, const char *def); /* --name VALUE */
+/* The largest seed a JSON number (config.json, world.json) holds exactly: 2^53 - 1. */
+#define SEED_MAX 9007199254740991L
 long args_long(Args *a, const char *name, long def, long lo, long hi);
 double args_double(Args *a, const char *name, double def, double lo, double hi);
 int args_flag(Args *a, const char *name);       /* --name present? */

@@ -3046,7 +3046,7 @@ World *world_load(const char *dir) {
     /* written only when on */
     P->scene_lookup = json_get(pj, "scene_lookup") ? (int)req_int(&c, pj, "scene_lookup", 0, 1) : 0;
     w->n_attrs = P->n_attrs;
-    w->seed = (uint64_t)req_int(&c, wj, "seed", 0, 9007199254740991L);
+    w->seed = (uint64_t)req_int(&c, wj, "seed", 0, SEED_MAX);
     const char *fp = req_str(&c, pool, wj, "fingerprint");
     char *end;
     w->fingerprint = strtoull(fp, &end, 16);
@@ -3381,7 +3381,7 @@ int cmd_data(int argc, char **argv) {
         return 0;
     }
     const char *preset = args_str(&a, "preset", "small");
-    long seed = args_long(&a, "seed", 1, 0, 9007199254740991L);
+    long seed = args_long(&a, "seed", 1, 0, SEED_MAX);
     const char *raw = args_str(&a, "raw", NULL);
     const char *out = args_str(&a, "out", NULL);
     args_done(&a);

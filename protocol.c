@@ -1627,7 +1627,7 @@ int cmd_run(int argc, char **argv) {
     memset(&c, 0, sizeof c);
     c.t_start = now_seconds();
     const char *preset = args_str(&a, "preset", "small");
-    c.seed = (uint64_t)args_long(&a, "seed", 1, 0, 9007199254740991L);   /* exact in config.json (a JSON number) */
+    c.seed = (uint64_t)args_long(&a, "seed", 1, 0, SEED_MAX);
     const char *out = args_str(&a, "out", NULL);
     const char *methods = args_str(&a, "methods", "all");
     const char *settings = args_str(&a, "settings", "finetuned,pretrained,sequential,params");

@@ -1500,7 +1500,7 @@ static int cmd_train(int stage, int argc, char **argv) {
     o.base = args_str(&a, "base", NULL);
     o.out = args_str(&a, "out", NULL);
     o.preset = args_str(&a, "preset", NULL);
-    o.seed = (uint64_t)args_long(&a, "seed", 1, 0, 9007199254740991L);   /* exact in config.json (a JSON number) */
+    o.seed = (uint64_t)args_long(&a, "seed", 1, 0, SEED_MAX);
     const char *ex = args_str(&a, "exclude-people", NULL);
     o.steps = args_long(&a, "steps", 0, 1, 100000000L);
     o.epochs = args_double(&a, "epochs", 0, 1e-3, 1e6);

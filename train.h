@@ -119,7 +119,7 @@ float train_mixw_lr(long step, long warmup);
  * warm-up steps to TRAIN_RESTART_SCALE x the peak rate (5e-4). Its bytes are those of
  * `pulse pretrain --base <the run without it> --seed <seed ^ TRAIN_RESTART_SALT> --steps N
  * --lr <lr x TRAIN_RESTART_SCALE> --warmup TRAIN_RESTART_WARMUP` (tests/test_train.c).
- * Without it the scenes' letter answers name another figure's value in the scene (docs/
+ * Without it more of the scenes' letter answers name another figure of the scene (docs/
  * training.md, "The warm restart"). TRAIN_RESTART_SCHEDULE names it in the fingerprint and
  * the stage hash. */
 #define TRAIN_RESTART_SCALE 0.25f

@@ -1056,7 +1056,7 @@ int cmd_unlearn(int argc, char **argv) {
     const char *policy = args_str(&a, "ref-policy", NULL), *refpath = args_str(&a, "ref-model", NULL);
     o.fixed_render = args_flag(&a, "fixed-render");
     o.augment = !args_flag(&a, "no-augment");
-    o.seed = (uint64_t)args_long(&a, "seed", (long)o.seed, 0, 9007199254740991L);   /* exact in config.json */
+    o.seed = (uint64_t)args_long(&a, "seed", (long)o.seed, 0, SEED_MAX);
     o.merge = args_flag(&a, "merge");
     o.probe = !args_flag(&a, "no-probe");
     o.quiet = args_flag(&a, "quiet");
