@@ -151,6 +151,7 @@ typedef struct Ctx {
     int quiet;
     List methods, settings, seq_methods, params_methods;
     const char *ref_policy;     /* sequential reference: "previous" | "original" */
+    const char *seq_budget;     /* a sequential step's length: "group" | "batch" */
     float lr_set[UL_N_METHODS]; /* --unlearn-lr METHOD=RATE (0: not set) */
     double lr_scale;            /* --unlearn-lr xF: every other method's default times F */
     char *lr_spec;              /* --unlearn-lr as parsed, for the reproduce command (NULL: none) */
@@ -985,6 +986,7 @@ static Json *opts_json(const UnlearnOpts *o) {
     json_add(j, "augment", json_new_bool(o->augment));
     json_add(j, "seed", json_new_number((double)o->seed));
     json_add(j, "ref_policy", json_new_string(o->ref_policy ? o->ref_policy : "previous"));
+    if (o->exposure > 0.0) json_add(j, "exposure", json_new_number(o->exposure));  /* only when set: older cells keep their hash */
     return j;
 }
 
@@ -1098,11 +1100,15 @@ typedef struct SeqStep {
     uint64_t h_cell;            /* hash of the step's cell (model + evaluations) */
 } SeqStep;
 
-/* Step options: the finetuned defaults with this group as the forget set, retain_90 kept. */
+/* Step options: the finetuned defaults with this group as the forget set, retain_90 kept.
+ * The step's length (--seq-budget): "group", the per-person budget of its own people (the
+ * chain makes as many steps as the batch operation in all); "batch", the whole batch
+ * operation's (each of its people presented forget_10 / group times as often). */
 static void seq_opts(const Ctx *c, const char *method, const SeqStep *s, UnlearnOpts *o) {
     *o = cell_opts(c, method, UL_FINETUNED, UL_PARAMS_LLM);
     o->forget = s->group; o->n_forget = s->n_group;
     o->ref_policy = c->ref_policy;
+    if (strcmp(c->seq_budget, "batch") == 0) o->exposure = (double)UL_EXPOSURE * c->n_forget10 / s->n_group;
 }
 
 /* The two light evaluations of a step (every group so far with retain and genbench; this
@@ -1345,6 +1351,7 @@ static void write_run_json(Ctx *c) {
     json_add(j, "seq_methods", list_json(&c->seq_methods));
     json_add(j, "params_methods", list_json(&c->params_methods));
     json_add(j, "ref_policy", json_new_string(c->ref_policy));
+    json_add(j, "seq_budget", json_new_string(c->seq_budget));
     Json *lr = json_new_object();       /* every method's rate in this run, defaults included */
     for (int m = 0; m < UL_N_METHODS; m++) json_add(lr, unlearn_method_name((UlMethod)m), fnum(run_lr(c, (UlMethod)m)));
     json_add(j, "unlearn_lr", lr);
@@ -1386,6 +1393,7 @@ static void write_run_json(Ctx *c) {
         for (int i = 0; i < ls[k]->n; i++) text_printf(&cmd, "%s%s", i ? "," : "", ls[k]->item[i]);
     }
     text_printf(&cmd, " --ref-policy %s", c->ref_policy);
+    if (strcmp(c->seq_budget, "group") != 0) text_printf(&cmd, " --seq-budget %s", c->seq_budget);
     if (c->lr_spec) text_printf(&cmd, " --unlearn-lr %s", c->lr_spec);
     const TrainOpts *po = &c->pt_over;
     if (po->vision_lr >= 0) text_printf(&cmd, " --vision-lr %g", po->vision_lr);
@@ -1428,6 +1436,9 @@ static void usage(FILE *f) {
         "  --params-methods LIST methods of the params and forgetdata ablations (default ga,ga_klr,npo)\n"
         "  --ref-policy P        sequential reference model: previous (the model before each step,\n"
         "                        default) or original (base_ft)\n"
+        "  --seq-budget B        a sequential step's length: group (default: its own people's\n"
+        "                        per-person budget; the chain makes as many steps as the batch\n"
+        "                        operation) or batch (each step as many as the batch operation)\n"
         "  --unlearn-lr SPEC     unlearning learning rates instead of the methods' defaults\n"
         "                        (docs/methods.md), in every setting: METHOD=RATE items and at\n"
         "                        most one xF, every other method's default times F; e.g.\n"
@@ -1634,6 +1645,7 @@ int cmd_run(int argc, char **argv) {
     const char *seqm = args_str(&a, "seq-methods", "ga,ga_klr,npo");
     const char *pm = args_str(&a, "params-methods", "ga,ga_klr,npo");
     c.ref_policy = args_str(&a, "ref-policy", "previous");
+    c.seq_budget = args_str(&a, "seq-budget", "group");
     const char *ulr = args_str(&a, "unlearn-lr", NULL);
     c.pt_over = train_opts_default(STAGE_PT);
     c.pt_over.vision_lr = args_double(&a, "vision-lr", -1, 0, 100);
@@ -1663,6 +1675,8 @@ int cmd_run(int argc, char **argv) {
     }
     if (strcmp(c.ref_policy, "previous") != 0 && strcmp(c.ref_policy, "original") != 0)
         die_input(NULL, "run: --ref-policy must be previous or original, not '%s'", c.ref_policy);
+    if (strcmp(c.seq_budget, "group") != 0 && strcmp(c.seq_budget, "batch") != 0)
+        die_input(NULL, "run: --seq-budget must be group or batch, not '%s'", c.seq_budget);
     parse_methods(&c.methods, methods, "methods");
     parse_settings(&c.settings, settings);
     parse_methods(&c.seq_methods, seqm, "seq-methods");

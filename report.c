@@ -859,6 +859,18 @@ static void findings_compute(const Run *R, Findings *F) {
         Verdict *v = f == 0 ? F->f1 : F->f2;
         text_printf(o, "**Finding %d. %s.** Letter rule: **%s**; likelihood scoring: **%s**.\n\n", f + 1, claim[f],
                     verdict_name(v[0]), verdict_name(v[1]));
+        if (f == 1 && ns) {     /* the verdict depends on how long a step is: say which */
+            const char *b = json_get_string(R->run, "seq_budget", "group", "run.json");
+            double nseq = json_path_number(R->run, "sizes.n_seq");
+            if (strcmp(b, "batch") == 0)
+                text_printf(o, "Step length `batch`: each of the %.0f steps made as many optimizer steps as the batch "
+                               "operation, so the chain made %.0f times as many in all (`--seq-budget group` gives "
+                               "each step its own people's budget).\n\n", nseq, nseq);
+            else
+                text_printf(o, "Step length `group`: each of the %.0f steps made its own people's per-person budget, "
+                               "so the chain made as many optimizer steps as the batch operation in all "
+                               "(`--seq-budget batch` gives each step the batch operation's).\n\n", nseq);
+        }
         for (int k = 0; k < 2; k++)
             text_printf(o, "With the %s:\n\n%s\n", scoring_label[k], text_str(&detail[f][k]));
         Json *j = json_new_object();
@@ -866,6 +878,7 @@ static void findings_compute(const Run *R, Findings *F) {
         json_add(j, "likelihood", json_new_string(verdict_name(v[1])));
         json_add(j, "details_letter", json_new_string(text_str(&detail[f][0])));
         json_add(j, "details_likelihood", json_new_string(text_str(&detail[f][1])));
+        if (f == 1) json_add(j, "seq_budget", json_new_string(json_get_string(R->run, "seq_budget", "group", "run.json")));
         json_add(F->json, key[f], j);
         text_free(&detail[f][0]);
         text_free(&detail[f][1]);
@@ -1385,7 +1398,7 @@ static void md_provenance(Text *o, const Run *R) {
     md_init(&t, 2, "ll");
     md_cell(&t, "field"); md_cell(&t, "value"); md_end_row(&t);
     /* scalars first, then the lists, the sizes and the command */
-    static const char *const keys[] = {"preset", "seed", "world_fingerprint", "ref_policy", "protocol_version",
+    static const char *const keys[] = {"preset", "seed", "world_fingerprint", "ref_policy", "seq_budget", "protocol_version",
                                        "compiler", "simd", "openmp"};
     for (size_t k = 0; k < sizeof keys / sizeof keys[0]; k++) {
         const Json *v = json_get(j, keys[k]);
@@ -1465,13 +1478,20 @@ static void write_md(const Run *R, const Findings *F, Json *timing, Text *o) {
         md_setting(o, R, "pretrained");
     }
     if (run_has_setting(R, "sequential")) {
+        const char *seq_budget = json_get_string(R->run, "seq_budget", "group", "run.json");
         text_printf(o, "## Sequential unlearning (`sequential`): forget_10 in groups, one after another\n\n"
                        "Step 0 is base_ft; *forget (so far)* covers every group forgotten up to that step (at step 0: "
                        "all of forget_10), *current group* only the group of that step. The *batch* row is the same "
-                       "people in one operation (the finetuned cell). Reference policy: `%s`. "
+                       "people in one operation (the finetuned cell). Reference policy: `%s`. Step length: "
+                       "`%s` (%s). "
                        "The plots below draw forget (so far), retain and genbench per step (letter rule), with "
                        "the batch value as a dashed line.\n\n",
-                    json_get_string(R->run, "ref_policy", "previous", "run.json"));
+                    json_get_string(R->run, "ref_policy", "previous", "run.json"), seq_budget,
+                    strcmp(seq_budget, "batch") == 0
+                        ? "each step makes as many optimizer steps as the batch operation, so the chain makes "
+                          "n_seq times as many"
+                        : "each step gets its own people's per-person budget, so the chain makes as many "
+                          "optimizer steps as the batch operation");
         md_sequential(o, R);
         text_puts(o, "![forget](plots/sequential_forget.svg)\n![retain](plots/sequential_retain.svg)\n"
                      "![genbench](plots/sequential_genbench.svg)\n\n");

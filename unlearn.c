@@ -38,7 +38,6 @@
 #define UL_TEXT 4096            /* bytes of a rendered question / answer */
 #define UL_PROBE_BATCH 32       /* sequences per no-grad forward in probes */
 #define UL_PROBE_ITEMS 256      /* items per side the probe looks at (evenly spaced) */
-#define UL_EXPOSURE 80          /* default budget: presentations of each forget person's items */
 
 /* ============================================================================
  * Names and defaults */
@@ -580,6 +579,7 @@ static void validate_opts(const World *w, const UnlearnOpts *o) {
     if (o->batch < 1) die_input(NULL, "unlearn: batch must be >= 1 (got %d)", o->batch);
     if (!(o->lr > 0.0f) || !isfinite(o->lr)) die_input(NULL, "unlearn: learning rate must be > 0");
     if (o->epochs < 0.0 || !isfinite(o->epochs)) die_input(NULL, "unlearn: epochs must be >= 0 (0 = auto)");
+    if (o->exposure < 0.0 || !isfinite(o->exposure)) die_input(NULL, "unlearn: exposure must be >= 0 (0 = %d)", UL_EXPOSURE);
     if (o->lora_r < 0) die_input(NULL, "unlearn: LoRA rank must be >= 0 (0 = full-parameter training)");
     if ((o->method == UL_NPO || o->method == UL_NPO_RT || o->method == UL_IDKPO || o->method == UL_SIMNPO) &&
         !(o->beta > 0.0f))
@@ -624,6 +624,7 @@ static Json *opts_json(const World *w, const UnlearnOpts *o, const UnlearnResult
     /* the passes the operation makes; "auto": UL_EXPOSURE presentations per forget person */
     json_set(h, "epochs", json_new_number(res->epochs));
     json_set(h, "epochs_auto", json_new_bool(o->epochs <= 0.0 && o->steps <= 0));
+    json_set(h, "exposure", json_new_number(o->exposure > 0.0 ? o->exposure : (double)UL_EXPOSURE));
     json_set(h, "steps", json_new_number((double)o->steps));
     json_set(h, "batch", json_new_number(o->batch));
     json_set(h, "schedule", json_new_string(o->schedule == LR_CONSTANT ? "constant" : o->schedule == LR_COSINE ? "cosine" : "linear"));
@@ -741,7 +742,8 @@ UlStatus unlearn_run(const World *w, const Tokenizer *tok, Model *model, Model *
     /* epochs = 0: every forget person's items are presented UL_EXPOSURE times in all, so
      * that settings with few items per person (pretrained: QA pairs only) get the same
      * unlearning effort per person as those with many (docs §6) */
-    double epochs = o->epochs > 0.0 ? o->epochs : (double)UL_EXPOSURE * o->n_forget / (double)nF;
+    double exposure = o->exposure > 0.0 ? o->exposure : (double)UL_EXPOSURE;
+    double epochs = o->epochs > 0.0 ? o->epochs : exposure * o->n_forget / (double)nF;
     long total = o->steps > 0 ? o->steps : (long)llround(epochs * (double)per_epoch);
     if (total < 1) total = 1;
     res->epochs = (double)total / (double)per_epoch;
@@ -950,9 +952,10 @@ static void usage(FILE *f) {
     fprintf(f,
         "usage: pulse unlearn --data DIR --model CKPT --method M --setting finetuned|pretrained --out DIR\n"
         "                     [--forget SPEC] [--retain SPEC] [--forget-data qa|all] [--params llm|proj+llm|all]\n"
-        "                     [--steps K] [--epochs E] [--lr X] [--batch B] [--beta B] [--alpha A] [--gamma G]\n"
-        "                     [--delta D] [--rmu-layer L] [--rmu-scale S] [--lora-r R] [--lora-alpha A]\n"
-        "                     [--lora-dropout P] [--schedule linear|constant|cosine] [--warmup N]\n"
+        "                     [--steps K] [--epochs E] [--exposure N] [--lr X] [--batch B] [--beta B]\n"
+        "                     [--alpha A] [--gamma G] [--delta D] [--rmu-layer L] [--rmu-scale S]\n"
+        "                     [--lora-r R] [--lora-alpha A] [--lora-dropout P]\n"
+        "                     [--schedule linear|constant|cosine] [--warmup N]\n"
         "                     [--weight-decay W] [--clip C] [--variant ou|mllmu] [--kl-mask answer|valid]\n"
         "                     [--ref-policy previous|original|oracle] [--ref-model CKPT] [--fixed-render]\n"
         "                     [--no-augment] [--seed S] [--merge] [--no-probe] [--quiet]\n\n"
@@ -965,7 +968,9 @@ static void usage(FILE *f) {
         "                     (finetuned default: every fine-tuning item about them)\n"
         "  --steps K          length in optimizer steps (default 0: from --epochs)\n"
         "  --epochs E         passes over the forget data (default 0: auto, each forget person's\n"
-        "                     items presented %d times in all, docs/methods.md)\n"
+        "                     items presented --exposure times in all, docs/methods.md)\n"
+        "  --exposure N       the auto length: presentations of each forget person's items\n"
+        "                     (default %d)\n"
         "  --params           what LoRA targets: llm (default), proj+llm, all (+ vision tower);\n"
         "                     with --lora-r 0 those weights train fully instead\n"
         "  --ref-model CKPT   frozen reference (default: the model before this operation)\n"
@@ -1036,6 +1041,7 @@ int cmd_unlearn(int argc, char **argv) {
     const char *fd = args_str(&a, "forget-data", NULL), *params = args_str(&a, "params", "llm");
     o.steps = args_long(&a, "steps", 0, 0, 100000000L);
     o.epochs = args_double(&a, "epochs", o.epochs, 0, 1e6);
+    o.exposure = args_double(&a, "exposure", o.exposure, 0, 1e6);
     o.lr = (float)args_double(&a, "lr", o.lr, 1e-12, 1e30);
     o.batch = (int)args_long(&a, "batch", o.batch, 1, 4096);
     double beta = args_double(&a, "beta", -1.0, 0, 1e6);     /* -1: not given */

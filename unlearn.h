@@ -67,6 +67,8 @@ typedef enum { UL_KL_VALID, UL_KL_ANSWER } UlKlMask;
 
 typedef enum { UL_OK = 0, UL_DIVERGED = 1 } UlStatus;
 
+#define UL_EXPOSURE 80          /* default budget: presentations of each forget person's items */
+
 typedef struct UnlearnOpts {
     UlMethod method;
     UlSetting setting;
@@ -83,7 +85,9 @@ typedef struct UnlearnOpts {
     /* optimisation */
     float lr;                   /* peak learning rate */
     double epochs;              /* passes over the forget items (steps = 0); 0 = auto: each
-                                   forget person's items presented 80 times in all */
+                                   forget person's items presented `exposure` times in all */
+    double exposure;            /* the auto length's presentations per forget person
+                                   (0: UL_EXPOSURE) */
     long steps;                 /* optimizer steps; > 0 overrides epochs */
     int batch;                  /* forget sequences per step (retain: as many, paired) */
     LrKind schedule;            /* decay after warm-up */

@@ -16,7 +16,8 @@
 #    grows to two threads when the other process is idle, with the same bytes;
 # 7. `pulse report` alone rewrites the same report;
 # 8. --unlearn-lr redoes only the unlearning cells, at the rates given, and records them;
-# 9. pre-training overrides retrain only when they change the recipe, and are recorded.
+# 9. pre-training overrides retrain only when they change the recipe, and are recorded;
+# 10. --seq-budget batch redoes only the sequential steps, each as long as the batch cell.
 # Prints "N passed, N failed" and exits non-zero on failure (tests/run.sh adds it up).
 cd "$(dirname "$0")/.." || exit 1
 P=${PULSE:-./pulse}
@@ -55,6 +56,7 @@ usage_error "unknown method" run --preset tiny --methods ga,nope --out "$TMP/x"
 usage_error "unknown setting" run --preset tiny --settings batch --out "$TMP/x"
 usage_error "bad seed" run --seed -3 --out "$TMP/x"
 usage_error "bad ref policy" run --ref-policy oracle --out "$TMP/x"
+usage_error "bad sequential budget" run --seq-budget all --out "$TMP/x"
 usage_error "unlearn-lr: rate 0" run --preset tiny --unlearn-lr ga=0 --out "$TMP/x"
 usage_error "unlearn-lr: unknown method" run --preset tiny --unlearn-lr foo=1e-3 --out "$TMP/x"
 usage_error "unlearn-lr: a method twice" run --preset tiny --unlearn-lr ga=1e-3,ga=2e-3 --out "$TMP/x"
@@ -328,6 +330,31 @@ if grep -q 'base_pt: training' "$TMP/log11"; then bad "--ft-general-repeat retra
 check "run.json: the fine-tuning recipe" grep -q '"general_repeat": 2' "$LR/run.json"
 check "the reproduce command carries it" grep -q -- '--ft-general-repeat 2' "$LR/run.json"
 check "the report lists it" grep -q '^| finetune_recipe .*general_repeat 2' "$LR/report.md"
+
+# --- 10. --seq-budget batch: each sequential step as long as the batch operation ---------
+SB=$TMP/run_sb
+cp -r "$RUN" "$SB"
+rm -rf "$LR"
+planned() { sed -n 's/^ *"steps_planned": \([0-9]*\).*/\1/p' "$1" | head -n 1; }
+"$P" run --preset tiny --out "$SB" --settings finetuned,sequential --methods ga --seq-methods ga \
+    --seq-budget batch >"$TMP/log12" 2>&1
+rc=$?
+if [ "$rc" -eq 0 ]; then ok; else bad "run with --seq-budget batch: exit $rc"; tail -5 "$TMP/log12"; fi
+if grep -q 'training' "$TMP/log12"; then bad "--seq-budget retrained a model"; else ok; fi
+check "finetuned-ga untouched" cmp "$RUN/cells/finetuned-ga/results.json" "$SB/cells/finetuned-ga/results.json"
+nb=$(planned "$SB/cells/finetuned-ga/unlearn.json")
+n1=$(planned "$RUN/cells/sequential-ga/step1/unlearn.json")
+nsb=0
+for d in "$SB"/cells/sequential-ga/step*/; do
+    n=$(planned "$d/unlearn.json")
+    if [ -n "$nb" ] && [ "$n" = "$nb" ]; then nsb=$((nsb + 1)); else bad "$d: $n steps, the batch cell $nb"; fi
+done
+if [ "$nsb" -ge 2 ]; then ok; else bad "--seq-budget batch: $nsb steps as long as the batch cell"; fi
+if [ -n "$n1" ] && [ "$n1" -lt "$nb" ]; then ok; else bad "the group budget's step 1 ($n1) not shorter than the batch ($nb)"; fi
+check "run.json: the step length" grep -q '"seq_budget": "batch"' "$SB/run.json"
+check "the reproduce command carries it" grep -q -- '--seq-budget batch' "$SB/run.json"
+check "the report names it" grep -q 'Step length: `batch`' "$SB/report.md"
+check "the default run's report names its own" grep -q 'Step length: `group`' "$RUN/report.md"
 
 echo "$pass passed, $fail failed"
 [ "$fail" -eq 0 ]
