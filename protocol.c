@@ -158,8 +158,9 @@ typedef struct Ctx {
     TrainOpts pt_over;          /* pre-training overrides of the recipe (base_pt, oracle_pt):
                                    vision_lr, vision/mc/scene/mixed warm-up, vision_quadrant,
                                    vision_shape, warm_restart;
-                                   -1 = the recipe's; general_repeat (0: the recipe's) */
+                                   -1 = the recipe's; general_repeat, epochs (0: the recipe's) */
     int ft_general_repeat;      /* fine-tuning's general_repeat (base_ft, oracle_ft); 0: the recipe's */
+    double ft_epochs;           /* fine-tuning's epochs (base_ft, oracle_ft); 0: the recipe's */
     World *w;
     Tokenizer *tok;
     Checkpoint *pt, *ft;        /* the base models, loaded once */
@@ -521,8 +522,10 @@ static TrainOpts stage_opts(const Ctx *c, int stage, const char *base) {
         o.vision_quadrant = c->pt_over.vision_quadrant;
         o.vision_shape = c->pt_over.vision_shape;
         o.warm_restart = c->pt_over.warm_restart;
+        o.epochs = c->pt_over.epochs;
     } else if (stage == STAGE_FT) {
         o.general_repeat = c->ft_general_repeat;
+        o.epochs = c->ft_epochs;
     }
     return o;
 }
@@ -1367,10 +1370,13 @@ static void write_run_json(Ctx *c) {
     json_add(ptj, "vision_quadrant", json_new_number((double)pr.vision_quadrant));
     json_add(ptj, "vision_shape", json_new_number((double)pr.vision_shape));
     json_add(ptj, "warm_restart", json_new_number((double)pr.warm_restart));
+    json_add(ptj, "epochs", json_new_number(pr.epochs));
     json_add(j, "pretrain_recipe", ptj);
     TrainOpts fto = stage_opts(c, STAGE_FT, "base_pt");
     Json *ftj = json_new_object();
-    json_add(ftj, "general_repeat", json_new_number((double)train_recipe_for(&fto, c->preset->name).general_repeat));
+    Recipe fr = train_recipe_for(&fto, c->preset->name);
+    json_add(ftj, "general_repeat", json_new_number((double)fr.general_repeat));
+    json_add(ftj, "epochs", json_new_number(fr.epochs));
     json_add(j, "finetune_recipe", ftj);
     Json *sz = json_new_object();
     const Preset *p = c->preset;
@@ -1405,7 +1411,9 @@ static void write_run_json(Ctx *c) {
     if (po->vision_quadrant >= 0) text_printf(&cmd, " --vision-quadrant %d", po->vision_quadrant);
     if (po->vision_shape >= 0) text_printf(&cmd, " --vision-shape %d", po->vision_shape);
     if (po->warm_restart >= 0) text_printf(&cmd, " --warm-restart %ld", po->warm_restart);
+    if (po->epochs > 0) text_printf(&cmd, " --pt-epochs %g", po->epochs);
     if (c->ft_general_repeat > 0) text_printf(&cmd, " --ft-general-repeat %d", c->ft_general_repeat);
+    if (c->ft_epochs > 0) text_printf(&cmd, " --ft-epochs %g", c->ft_epochs);
     json_add(j, "command", json_new_string(text_str(&cmd)));
     text_free(&cmd);
     json_add(j, "cells", c->plan);
@@ -1445,11 +1453,15 @@ static void usage(FILE *f) {
         "                        ga=3e-3,npo=3e-3 or x1.5 or rmu=1e-2,x1.5\n"
         "  --vision-lr X, --vision-warmup N, --mc-warmup N, --scene-warmup N, --mixed-warmup N,\n"
         "  --vision-quadrant 0|1, --vision-shape 0|1, --warm-restart N,\n"
-        "  --general-repeat K    pre-training recipe overrides (base_pt and oracle_pt), as in\n"
-        "                        pulse pretrain (docs/training.md)\n"
-        "  --ft-general-repeat K the fine-tuning recipe's general_repeat (base_ft and oracle_ft),\n"
-        "                        as pulse finetune's --general-repeat; e.g. the general items once\n"
-        "                        in both: --general-repeat 1 --ft-general-repeat 1\n"
+        "  --general-repeat K, --pt-epochs E\n"
+        "                        pre-training recipe overrides (base_pt and oracle_pt), as\n"
+        "                        pulse pretrain's flags (--pt-epochs: its --epochs, the main\n"
+        "                        loop's length; docs/training.md)\n"
+        "  --ft-general-repeat K, --ft-epochs E\n"
+        "                        the fine-tuning recipe's general_repeat and epochs (base_ft and\n"
+        "                        oracle_ft), as pulse finetune's --general-repeat and --epochs;\n"
+        "                        e.g. the general items once in both: --general-repeat 1\n"
+        "                        --ft-general-repeat 1\n"
         "  --jobs N              threads for the kernels (default 0: OpenMP's own; results do not\n"
         "                        depend on it)\n"
         "  --procs N             processes for everything after pre-training, one kernel thread\n"
@@ -1657,7 +1669,9 @@ int cmd_run(int argc, char **argv) {
     c.pt_over.vision_quadrant = (int)args_long(&a, "vision-quadrant", -1, 0, 1);
     c.pt_over.vision_shape = (int)args_long(&a, "vision-shape", -1, 0, 1);
     c.pt_over.warm_restart = args_long(&a, "warm-restart", -1, 0, 100000000L);
+    c.pt_over.epochs = args_double(&a, "pt-epochs", 0, 0.1, 1000);
     c.ft_general_repeat = (int)args_long(&a, "ft-general-repeat", 0, 1, 100);
+    c.ft_epochs = args_double(&a, "ft-epochs", 0, 0.1, 1000);
     long jobs = args_long(&a, "jobs", 0, 0, 4096);
     long procs = args_long(&a, "procs", 0, 0, 64);
     const char *part = args_str(&a, "cell-part", NULL);     /* internal: see spawn_parts */

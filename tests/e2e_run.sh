@@ -57,6 +57,8 @@ usage_error "unknown setting" run --preset tiny --settings batch --out "$TMP/x"
 usage_error "bad seed" run --seed -3 --out "$TMP/x"
 usage_error "bad ref policy" run --ref-policy oracle --out "$TMP/x"
 usage_error "bad sequential budget" run --seq-budget all --out "$TMP/x"
+usage_error "pre-training epochs 0" run --preset tiny --pt-epochs 0 --out "$TMP/x"
+usage_error "fine-tuning epochs not a number" run --preset tiny --ft-epochs 4x --out "$TMP/x"
 usage_error "unlearn-lr: rate 0" run --preset tiny --unlearn-lr ga=0 --out "$TMP/x"
 usage_error "unlearn-lr: unknown method" run --preset tiny --unlearn-lr foo=1e-3 --out "$TMP/x"
 usage_error "unlearn-lr: a method twice" run --preset tiny --unlearn-lr ga=1e-3,ga=2e-3 --out "$TMP/x"
@@ -309,20 +311,24 @@ check "the report lists the rates" grep -q '^| unlearn_lr .*ga 0.005, gd 0.012,'
 # retrains base_pt (and what depends on it) with it, recorded in config.json and run.json
 "$P" run --preset tiny --out "$LR" --settings finetuned --methods ga --unlearn-lr ga=5e-3,x2 \
     --vision-lr 0.015 --mc-warmup 0 --scene-warmup 0 --general-repeat 1 --ft-general-repeat 1 \
-    --vision-quadrant 0 --vision-shape 0 --warm-restart 0 >"$TMP/log9" 2>&1
+    --vision-quadrant 0 --vision-shape 0 --warm-restart 0 --pt-epochs 2 --ft-epochs 4 >"$TMP/log9" 2>&1
 rc=$?
 if [ "$rc" -eq 0 ]; then ok; else bad "run with the recipe's own values: exit $rc"; tail -5 "$TMP/log9"; fi
 if grep -q 'training' "$TMP/log9"; then bad "the recipe's own values retrained a model"; else ok; fi
-"$P" run --preset tiny --out "$LR" --settings finetuned --methods ga --unlearn-lr ga=5e-3,x2 --mc-warmup 5 >"$TMP/log10" 2>&1
+"$P" run --preset tiny --out "$LR" --settings finetuned --methods ga --unlearn-lr ga=5e-3,x2 --mc-warmup 5 \
+    --pt-epochs 3 >"$TMP/log10" 2>&1
 rc=$?
-if [ "$rc" -eq 0 ]; then ok; else bad "run with --mc-warmup 5: exit $rc"; tail -5 "$TMP/log10"; fi
+if [ "$rc" -eq 0 ]; then ok; else bad "run with --mc-warmup 5 --pt-epochs 3: exit $rc"; tail -5 "$TMP/log10"; fi
 check "--mc-warmup retrains base_pt" grep -q 'base_pt: training' "$TMP/log10"
 check "base_pt's config.json has the warm-up" grep -q '"mc_warmup_steps": 5' "$LR/base_pt/config.json"
+check "base_pt's config.json has the epochs" grep -q '"epochs": 3' "$LR/base_pt/config.json"
 check "run.json: the pre-training recipe" grep -q '"mc_warmup": 5' "$LR/run.json"
 check "the reproduce command carries it" grep -q -- '--mc-warmup 5' "$LR/run.json"
+check "the reproduce command carries the epochs" grep -q -- '--pt-epochs 3' "$LR/run.json"
 check "the report lists it" grep -q '^| pretrain_recipe .*mc_warmup 5' "$LR/report.md"
+check "the report lists the epochs" grep -q '^| pretrain_recipe .*epochs 3' "$LR/report.md"
 "$P" run --preset tiny --out "$LR" --settings finetuned --methods ga --unlearn-lr ga=5e-3,x2 --mc-warmup 5 \
-    --ft-general-repeat 2 >"$TMP/log11" 2>&1
+    --pt-epochs 3 --ft-general-repeat 2 --ft-epochs 5 >"$TMP/log11" 2>&1
 rc=$?
 if [ "$rc" -eq 0 ]; then ok; else bad "run with --ft-general-repeat 2: exit $rc"; tail -5 "$TMP/log11"; fi
 check "--ft-general-repeat retrains base_ft" grep -q 'base_ft: training' "$TMP/log11"
@@ -330,6 +336,9 @@ if grep -q 'base_pt: training' "$TMP/log11"; then bad "--ft-general-repeat retra
 check "run.json: the fine-tuning recipe" grep -q '"general_repeat": 2' "$LR/run.json"
 check "the reproduce command carries it" grep -q -- '--ft-general-repeat 2' "$LR/run.json"
 check "the report lists it" grep -q '^| finetune_recipe .*general_repeat 2' "$LR/report.md"
+check "base_ft's config.json has the epochs" grep -q '"epochs": 5' "$LR/base_ft/config.json"
+check "the reproduce command carries the fine-tuning epochs" grep -q -- '--ft-epochs 5' "$LR/run.json"
+check "the report lists the fine-tuning epochs" grep -q '^| finetune_recipe .*epochs 5' "$LR/report.md"
 
 # --- 10. --seq-budget batch: each sequential step as long as the batch operation ---------
 SB=$TMP/run_sb
